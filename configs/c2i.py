@@ -1,0 +1,154 @@
+"""Class-to-image GRN on ImageNet 256 (official recipe, GRN-SPEC §D, §E.1, §F.1).
+
+  --config=configs/c2i.py:variant=B            GRN-B (130.86M), also L, H, G
+  --config=configs/c2i.py:variant=tiny         a CPU-sized model for tests
+  --config=configs/c2i.py:variant=B,label_mode=bit
+
+Any field can be overridden on the command line: --config.optim.blr=1e-4.
+"""
+
+import ml_collections
+
+# depth, hidden, heads, bottleneck, in_context_start, per-device batch of the official script.
+VARIANTS = {
+    "B": dict(depth=12, hidden_size=768, num_heads=12, bottleneck_dim=128, in_context_start=4),
+    "L": dict(depth=24, hidden_size=1024, num_heads=16, bottleneck_dim=128, in_context_start=8),
+    "H": dict(depth=32, hidden_size=1280, num_heads=16, bottleneck_dim=256, in_context_start=10),
+    "G": dict(depth=40, hidden_size=1664, num_heads=16, bottleneck_dim=256, in_context_start=10),
+    "tiny": dict(depth=2, hidden_size=64, num_heads=4, bottleneck_dim=16, in_context_start=1),
+}
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """'variant=B,label_mode=bit' -> {'variant': 'B', 'label_mode': 'bit'}."""
+  out = {}
+  for item in filter(None, (arg or "").split(",")):
+    if "=" not in item:
+      raise ValueError(f"config argument {item!r} must look like key=value.")
+    key, value = item.split("=", 1)
+    out[key.strip()] = value.strip()
+  return out
+
+
+def model_config(variant: str, label_mode: str = "ind") -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}.")
+  tiny = variant == "tiny"
+  return ml_collections.ConfigDict(dict(
+      name=f"GRN_{variant}",
+      mlp_ratio=4.0,
+      in_context_len=4 if tiny else 32,
+      input_size=4 if tiny else 16,    # latent tokens per side (256 px / 16)
+      patch_size=1,
+      num_classes=10 if tiny else 1000,
+      latent_dim=4 if tiny else 16,
+      hbq_rounds=4,
+      label_mode=label_mode,
+      dtype="float32",                 # compute dtype; bfloat16 on accelerators
+      remat_policy="none",             # none | full | dots | dots_no_batch
+      scan_layers=False,               # nn.scan over identical blocks (stacked params)
+      **VARIANTS[variant],
+  ))
+
+
+def tokenizer_config(tiny: bool) -> ml_collections.ConfigDict:
+  """The HBQ image tokenizer (d=16, M=4); `tiny` is a random-weight CPU-sized one."""
+  if tiny:
+    return ml_collections.ConfigDict(dict(
+        dim=8, dec_dim=8, latent_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
+        temporal_downsample=(False, True, True), dtype="float32", checkpoint=""))
+  return ml_collections.ConfigDict(dict(
+      dim=160, dec_dim=256, latent_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
+      temporal_downsample=(False, True, True), dtype="float32",
+      checkpoint="hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt"))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = parse_arg(arg)
+  variant = args.pop("variant", "B")
+  label_mode = args.pop("label_mode", "ind")
+  if args:
+    raise ValueError(f"unknown config arguments {sorted(args)}; known: variant, label_mode.")
+  tiny = variant == "tiny"
+
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = model_config(variant, label_mode)
+  config.tokenizer = tokenizer_config(tiny)
+
+  # Input (GRN-SPEC §E.1): ImageNet through tfds, a folder of class sub-folders, or the
+  # pre-tokenized HBQ label shards written by `python -m grn_jax.data.tokenize_dataset`.
+  config.data = ml_collections.ConfigDict(dict(
+      source="tfds",              # tfds | folder | label_shards | synthetic
+      name="imagenet2012",        # tfds name
+      split="train",
+      data_dir="",                # tfds data_dir, image folder, or shard glob
+      image_size=256,
+      random_flip=True,
+      num_workers=8,              # grain worker processes (0 = in process)
+      shuffle_buffer=0,
+  ))
+
+  # Optimisation (official script: 8 x 128 = 1024 global batch, blr 5e-5 -> lr 2e-4).
+  config.optim = ml_collections.ConfigDict(dict(
+      blr=5e-5,                   # lr = blr * global_batch / 256
+      b1=0.9,
+      b2=0.95,
+      weight_decay=0.0,
+      grad_clip_norm=0.1,
+      schedule="constant",        # constant | cosine (after warm-up)
+      warmup_epochs=5,
+      min_lr=0.0,
+  ))
+  config.global_batch_size = 8 if tiny else 1024
+  config.num_epochs = 600
+  config.total_steps = -1         # > 0 limits the run
+  config.train_examples = 1_281_167
+  config.P_mean = -0.8            # keep ratio t = sigmoid(N(P_mean, P_std))
+  config.P_std = 0.8
+  config.label_drop_prob = 0.1
+  config.ema_decays = (0.9999, 0.9996)
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 5000
+  config.keep_checkpoints = 3
+  config.peak_flops_per_device = 0.0  # for MFU; 0 = measure the matmul peak at start
+
+  # Sampling (official eval script: tau 1.31, cfg 2.35, interval (0.44, 1.0), 50 steps).
+  config.sample = ml_collections.ConfigDict(dict(
+      num_steps=50,
+      cfg_scale=2.35,
+      cfg_interval=(0.44, 1.0),   # low < 0 selects power-cos guidance
+      temperature=1.31,
+      schedule="linear",          # linear | cosine | shifted
+      params="ema_0",             # ema_0 (decay 0.9999) | ema_1 | params
+      per_class=50,
+      batch_size=64,
+  ))
+
+  # Mesh: -1 = all remaining devices. Logical axis -> mesh axis rules (maxtext style).
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  config.sharding_rules = (
+      ("batch", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("embed_out", "tensor"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("act_heads", "tensor"),
+      ("act_mlp", "tensor"),
+      ("act_embed", None),
+      ("kv", None),
+      ("qkv", None),
+      ("gate", None),
+      ("chunk", None),
+      ("length", None),
+      ("layers", None),
+      ("norm", None),
+      ("classes", None),
+      ("vocab", None),
+      ("labels", None),
+      ("onehot", None),
+      ("patch", None),
+      ("bottleneck", None),
+      ("freq", None),
+  )
+  return config

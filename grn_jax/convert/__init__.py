@@ -1,0 +1,8 @@
+"""Released PyTorch checkpoints -> grn_jax params. CLI: `python -m grn_jax.convert`."""
+
+from grn_jax.convert.c2i import c2i_params_from_torch, c2i_params_to_torch
+from grn_jax.convert.common import (CheckpointMismatchError, load_torch_checkpoint,
+                                    resolve_path)
+
+__all__ = ["CheckpointMismatchError", "c2i_params_from_torch", "c2i_params_to_torch",
+           "load_torch_checkpoint", "resolve_path"]

@@ -1,0 +1,160 @@
+"""Reading released PyTorch checkpoints and mapping their keys, with all-keys-listed errors.
+
+torch and huggingface_hub are optional extras (`pip install grn_jax[torch,hub]`): they are
+imported only here, only when a .pth/.ckpt file is read or fetched.
+"""
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+HF_PREFIX = "hf://"
+
+# Preferred weights inside each kind of released file (GRN-SPEC §I).
+C2I_ENTRIES = ("model_ema1", "model", "model_ema2")
+TOKENIZER_ENTRIES = ("ema", "vae")
+
+
+class CheckpointMismatchError(ValueError):
+  """A state dict does not match the model: lists every missing, unexpected or mis-shaped key."""
+
+  def __init__(self, missing=(), unexpected=(), misshaped=(), context: str = ""):
+    self.missing, self.unexpected, self.misshaped = list(missing), list(unexpected), list(misshaped)
+    lines = [f"checkpoint does not match the model{f' ({context})' if context else ''}:"]
+    if self.missing:
+      lines.append(f"  {len(self.missing)} missing keys: " + ", ".join(self.missing))
+    if self.unexpected:
+      lines.append(f"  {len(self.unexpected)} unexpected keys: " + ", ".join(self.unexpected))
+    for key, got, want in self.misshaped:
+      lines.append(f"  mis-shaped {key}: checkpoint {tuple(got)}, model expects {tuple(want)}")
+    lines.append("Check that the config (variant, label_mode, latent_dim, ...) matches the file.")
+    super().__init__("\n".join(lines))
+
+
+def resolve_path(src: str, cache_dir: str | None = None) -> str:
+  """A local path, or `hf://org/repo/file` fetched with huggingface_hub (clear error offline)."""
+  if not src.startswith(HF_PREFIX):
+    if not os.path.exists(src):
+      raise FileNotFoundError(f"checkpoint file {src!r} does not exist.")
+    return src
+  parts = src[len(HF_PREFIX):].split("/")
+  if len(parts) < 3:
+    raise ValueError(f"{src!r}: expected hf://ORG/REPO/FILENAME.")
+  repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+  manual = (f"Download it by hand, e.g. `huggingface-cli download {repo_id} {filename} "
+            f"--local-dir weights/` (or from https://huggingface.co/{repo_id}), then pass "
+            f"the local path instead of {src!r}.")
+  try:
+    import huggingface_hub  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(f"fetching {src!r} needs huggingface_hub (pip install "
+                      f"'grn_jax[hub]'). {manual}") from e
+  try:
+    return huggingface_hub.hf_hub_download(repo_id, filename, cache_dir=cache_dir)
+  except Exception as e:  # network, auth, missing file: all end the same way for the user.
+    raise OSError(f"could not fetch {src!r} from the Hugging Face hub ({type(e).__name__}: "
+                  f"{e}). {manual}") from e
+
+
+def _import_torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("reading .pth/.ckpt files needs PyTorch: pip install 'grn_jax[torch]' "
+                      "(a CPU build is enough).") from e
+  return torch
+
+
+def load_torch_checkpoint(path: str, entry: str | None = None, trust_pickle: bool = False,
+                          kind: str | None = None) -> dict[str, np.ndarray]:
+  """Reads a released .pth/.ckpt file into {key: float32 numpy array}.
+
+  Args:
+    path: local file or hf://ORG/REPO/FILE.
+    entry: which sub-dict holds the weights; by default `model_ema1` (C2I files: the EMA the
+      official evaluation samples with), else `ema` then `vae` (tokenizer files), else the file
+      itself when it is a flat state dict.
+    trust_pickle: the C2I file pickles an argparse Namespace, so it can only be read with a full
+      (unsafe) unpickle. Only pass True for files you trust.
+    kind: 'c2i' or 'tokenizer' restricts the default entries to that kind of file.
+  """
+  torch = _import_torch()
+  local = resolve_path(path)
+  if trust_pickle:
+    ckpt = torch.load(local, map_location="cpu", weights_only=False)
+  else:
+    try:
+      ckpt = torch.load(local, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError (or RuntimeError in old versions).
+      raise ValueError(
+          f"{path!r} contains pickled Python objects (the released C2I file stores an argparse "
+          f"Namespace) and cannot be read with torch's safe loader ({type(e).__name__}). If you "
+          f"trust the file, pass trust_pickle=True (CLI: --trust_pickle).") from e
+  return _pick_entry(ckpt, entry, kind, path)
+
+
+def _pick_entry(ckpt: Any, entry: str | None, kind: str | None, path: str):
+  if not isinstance(ckpt, dict):
+    raise ValueError(f"{path!r} holds a {type(ckpt).__name__}, not a state dict.")
+  if entry is None:
+    candidates = {"c2i": C2I_ENTRIES, "tokenizer": TOKENIZER_ENTRIES}.get(
+        kind, C2I_ENTRIES[:1] + TOKENIZER_ENTRIES)
+    entry = next((c for c in candidates if c in ckpt), None)
+  if entry is not None:
+    if entry not in ckpt:
+      raise KeyError(f"{path!r} has no entry {entry!r}; it has {sorted(map(str, ckpt))}.")
+    ckpt = ckpt[entry]
+  out = {}
+  for key, value in ckpt.items():
+    if hasattr(value, "detach"):
+      out[key] = value.detach().cpu().float().numpy()
+    elif isinstance(value, np.ndarray):
+      out[key] = value.astype(np.float32)
+  if not out:
+    raise ValueError(f"{path!r} (entry {entry!r}) holds no tensors.")
+  return out
+
+
+class KeyMapper:
+  """Consumes a state dict key by key; `finish()` raises one error listing every problem."""
+
+  def __init__(self, state_dict: dict[str, np.ndarray], prefix: str = "", context: str = ""):
+    self.state_dict = state_dict
+    self.prefix = prefix
+    self.context = context
+    self.used: set[str] = set()
+    self.missing: list[str] = []
+    self.misshaped: list[tuple[str, tuple, tuple]] = []
+
+  def take(self, key: str, shape: tuple[int, ...],
+           transform: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> np.ndarray | None:
+    """The tensor at `prefix + key`, checked against its PyTorch `shape`, then `transform`ed."""
+    full = self.prefix + key
+    if full not in self.state_dict:
+      self.missing.append(full)
+      return None
+    self.used.add(full)
+    value = np.asarray(self.state_dict[full], np.float32)
+    if tuple(value.shape) != tuple(shape):
+      self.misshaped.append((full, value.shape, shape))
+      return None
+    return transform(value)
+
+  def finish(self) -> None:
+    unexpected = sorted(set(self.state_dict) - self.used)
+    if self.missing or unexpected or self.misshaped:
+      raise CheckpointMismatchError(self.missing, unexpected, self.misshaped, self.context)
+
+
+def strip_prefix(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
+  """Drops `prefix` from keys that carry it (e.g. the optional `net.` of C2I files)."""
+  if state_dict and all(k.startswith(prefix) for k in state_dict):
+    return {k[len(prefix):]: v for k, v in state_dict.items()}
+  return dict(state_dict)
+
+
+def set_in(tree: dict, path: tuple[str, ...], value) -> None:
+  for name in path[:-1]:
+    tree = tree.setdefault(name, {})
+  tree[path[-1]] = value

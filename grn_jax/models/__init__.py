@@ -1,0 +1,12 @@
+"""flax.linen modules. `build_c2i(config.model)`, `build_tokenizer(config.tokenizer)`."""
+
+from grn_jax.models.grn_c2i import GRNC2I, build_c2i, validate_model_config
+
+
+def build_tokenizer(cfg):
+  """The HBQ tokenizer module from `config.tokenizer` (see grn_jax/models/tokenizer.py)."""
+  from grn_jax.models import tokenizer  # pylint: disable=g-import-not-at-top
+  return tokenizer.build_tokenizer(cfg)
+
+
+__all__ = ["GRNC2I", "build_c2i", "build_tokenizer", "validate_model_config"]

@@ -1,0 +1,96 @@
+"""Device mesh and logical-axis sharding (GSPMD style, as in maxtext).
+
+One mesh `('data', 'fsdp', 'tensor')` from `config.mesh` (-1 = the remaining devices), logical
+axis rules from `config.sharding_rules`. Parameters are created sharded: eval_shape(init) ->
+logical partition specs -> mesh shardings -> jit(init, out_shardings=...).
+"""
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+Rules = Sequence[tuple[str, Any]]
+
+
+def mesh_shape(mesh_cfg: ml_collections.ConfigDict | dict, num_devices: int) -> tuple[int, ...]:
+  """Resolves -1 in {'data', 'fsdp', 'tensor'} sizes against the device count."""
+  unknown = sorted(set(mesh_cfg.keys()) - set(MESH_AXES))
+  if unknown:
+    raise ValueError(f"config.mesh: unknown axes {unknown}; the mesh axes are {MESH_AXES}.")
+  sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}.")
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"config.mesh: sizes must be positive or -1, got {sizes}.")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))} does not divide "
+                       f"{num_devices} devices.")
+    sizes[sizes.index(-1)] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
+                     f"devices, but {num_devices} are available.")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A Mesh with Auto axis types (needed for logical-rule sharding in this JAX version)."""
+  devices = list(devices) if devices is not None else jax.devices()
+  shape = mesh_shape(mesh_cfg, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def rules_from_config(rules) -> tuple[tuple[str, Any], ...]:
+  """config.sharding_rules (tuples or lists from the command line) -> hashable rules."""
+  out = []
+  for rule in rules:
+    name, target = rule
+    if isinstance(target, list):
+      target = tuple(target)
+    for axis in (target if isinstance(target, tuple) else (target,)):
+      if axis is not None and axis not in MESH_AXES:
+        raise ValueError(f"config.sharding_rules: {name!r} -> unknown mesh axis {axis!r}.")
+    out.append((name, target))
+  return tuple(out)
+
+
+def logical_shardings(abstract_tree, mesh: Mesh, rules: Rules):
+  """NamedShardings for a tree of (boxed) abstract values from `jax.eval_shape(init)`."""
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules_from_config(rules))
+
+
+def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules, *args):
+  """Runs `init_fn(*args)` under jit with every leaf created directly on its sharding.
+
+  Returns (unboxed variables, their NamedShardings).
+  """
+  abstract = jax.eval_shape(init_fn, *args)
+  shardings = logical_shardings(abstract, mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules_from_config(rules)):
+    variables = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+  return variables, shardings
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Leading (batch) axis over ('data', 'fsdp'); the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def shard_host_batch(batch, mesh: Mesh):
+  """Process-local numpy batch (this host's share) -> global arrays sharded over the batch axis."""
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+  return jax.tree.map(put, batch)
