@@ -147,7 +147,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ("vocab", None),
       ("labels", None),
       ("onehot", None),
-      ("patch", None),
+      ("patch_h", None),
+      ("patch_w", None),
       ("bottleneck", None),
       ("freq", None),
   )

@@ -8,6 +8,7 @@ chunks, final linear index k*D + j).
 
 from typing import Any, Callable, NamedTuple
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -133,7 +134,7 @@ def c2i_params_from_torch(state_dict: dict[str, Any],
 def c2i_params_to_torch(params: dict, model_config: ml_collections.ConfigDict,
                         prefix: str = "net.") -> dict[str, np.ndarray]:
   """GRNC2I params -> official state dict (for exporting, and round-trip tests)."""
-  params = jax.tree.map(np.asarray, dict(params))
+  params = jax.tree.map(np.asarray, dict(nn.unbox(params)))
   for stack in ("blocks_pre", "blocks_post"):
     _unstack_blocks(params, stack)
   out = {}

@@ -155,7 +155,7 @@ class GRNC2I(nn.Module):
     # Bottleneck patch embedding of the class-major one-hot labels.
     x = hbq.onehot_class_major(labels, classes, self.dtype)  # [B, H, W, K*D]
     x = x.reshape(batch, g, p, g, p, in_channels).transpose(0, 1, 3, 2, 4, 5)
-    x = layers.Dense((self.bottleneck_dim,), ("patch", "patch", "onehot", "bottleneck"),
+    x = layers.Dense((self.bottleneck_dim,), ("patch_h", "patch_w", "onehot", "bottleneck"),
                      in_dims=3, use_bias=False, dtype=self.dtype, name="x_embedder_proj1")(x)
     x = layers.Dense((hidden,), ("bottleneck", "embed"), dtype=self.dtype,
                      name="x_embedder_proj2")(x)
@@ -189,7 +189,7 @@ class GRNC2I(nn.Module):
     mod = layers.Dense((2, hidden), ("embed", "chunk", "embed_out"), dtype=jnp.float32,
                        kernel_init=nn.initializers.zeros, name="final_adaLN_modulation")(nn.silu(c))
     x = layers.modulate(layers.RMSNorm(name="final_norm")(x), mod[:, 0], mod[:, 1])
-    x = layers.Dense((p, p, classes, dim), ("embed", "patch", "patch", "vocab", "labels"),
+    x = layers.Dense((p, p, classes, dim), ("embed", "patch_h", "patch_w", "vocab", "labels"),
                      dtype=jnp.float32, kernel_init=nn.initializers.zeros,
                      name="final_linear")(x)  # [B, g*g, p, p, K, D]
     x = x.reshape(batch, g, g, p, p, classes, dim).transpose(0, 1, 3, 2, 4, 6, 5)

@@ -1,0 +1,65 @@
+r"""Converts a released PyTorch checkpoint into an Orbax params checkpoint.
+
+  python -m grn_jax.convert --kind=c2i \
+      --src=hf://bytedance-research/GRN/GRN_ind_B_ep599.pth --trust_pickle \
+      --dst=/tmp/grn_b --config=configs/c2i.py:variant=B
+  python -m grn_jax.convert --kind=tokenizer \
+      --src=hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt \
+      --dst=/tmp/hbq16 --config=configs/c2i.py:variant=B
+
+`--src` is a local file or hf://ORG/REPO/FILE (needs the `hub` extra and network; offline, the
+error says how to download by hand). Reading .pth/.ckpt needs the `torch` extra. The C2I file
+pickles an argparse Namespace: reading it needs --trust_pickle. The result restores with
+`grn_jax.checkpointing.restore_params(dst)` (the sampler and the trainer's `init_from` use it).
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config whose model/tokenizer section matches "
+                                "the checkpoint.", lock_config=True)
+flags.DEFINE_enum("kind", None, ["c2i", "tokenizer"], "What the file holds.")
+flags.DEFINE_string("src", None, "Local .pth/.ckpt path or hf://ORG/REPO/FILE.")
+flags.DEFINE_string("dst", None, "Output directory (an Orbax checkpoint of {'params': ...}).")
+flags.DEFINE_string("entry", None, "Sub-dict with the weights (default: model_ema1 for C2I "
+                    "files; ema, else vae, for tokenizer files).")
+flags.DEFINE_bool("trust_pickle", False, "Allow a full unpickle (needed for the released C2I "
+                  "file, which stores an argparse Namespace). Only for files you trust.")
+flags.mark_flags_as_required(["config", "kind", "src", "dst"])
+
+
+def convert(kind: str, src: str, dst: str, config, entry: str | None = None,
+            trust_pickle: bool = False) -> dict:
+  """Reads `src`, maps it onto our params, writes `dst`; returns the numpy params."""
+  from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from grn_jax.convert import common  # pylint: disable=g-import-not-at-top
+  state_dict = common.load_torch_checkpoint(src, entry=entry, trust_pickle=trust_pickle,
+                                            kind=kind)
+  if kind == "c2i":
+    from grn_jax.convert.c2i import c2i_params_from_torch  # pylint: disable=g-import-not-at-top
+    params = c2i_params_from_torch(state_dict, config.model)
+  else:
+    from grn_jax.convert.tokenizer import tokenizer_params_from_torch  # pylint: disable=g-import-not-at-top
+    params = tokenizer_params_from_torch(state_dict, config.tokenizer)
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  logging.info("converted %d tensors, %d parameters from %s", len(state_dict), count, src)
+  checkpointing.save_params(os.fspath(dst), params)
+  print(f"wrote {kind} params ({count:,} parameters, {len(state_dict)} tensors) to {dst}")
+  return params
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  convert(FLAGS.kind, FLAGS.src, FLAGS.dst, FLAGS.config, FLAGS.entry, FLAGS.trust_pickle)
+
+
+if __name__ == "__main__":
+  app.run(main)
