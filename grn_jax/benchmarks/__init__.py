@@ -1,0 +1,1 @@
+"""Printable speed and memory tables: python -m grn_jax.benchmarks[.module]."""
