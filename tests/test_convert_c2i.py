@@ -105,3 +105,22 @@ def test_missing_file_and_offline_hub_errors(monkeypatch):
   monkeypatch.setitem(sys.modules, "huggingface_hub", None)
   with pytest.raises(ImportError, match="by hand"):
     common.resolve_path("hf://bytedance-research/GRN/GRN_ind_B_ep599.pth")
+
+
+def test_cli_convert_writes_params_that_restore_and_run(tmp_path):
+  torch = pytest.importorskip("torch")
+  from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from grn_jax.convert import __main__ as cli  # pylint: disable=g-import-not-at-top
+  config = c2i_configs.get_config("variant=tiny")
+  sd = helpers.random_state_dict(config.model)
+  src = tmp_path / "GRN_tiny.pth"
+  torch.save({"model_ema1": {k: torch.from_numpy(v) for k, v in sd.items()},
+              "args": argparse.Namespace(model="tiny")}, src)
+  with pytest.raises(ValueError, match="trust_pickle"):
+    cli.convert("c2i", str(src), str(tmp_path / "refused"), config)
+  assert not (tmp_path / "refused").exists()
+  cli.convert("c2i", str(src), str(tmp_path / "out"), config, trust_pickle=True)
+  restored = checkpointing.restore_params(str(tmp_path / "out"))
+  expected = c2i_convert.c2i_params_from_torch(sd, config.model)
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.tree.map(np.testing.assert_array_equal, restored, expected)
