@@ -79,15 +79,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Input (GRN-SPEC §E.1): ImageNet through tfds, a folder of class sub-folders, or the
   # pre-tokenized HBQ label shards written by `python -m grn_jax.data.tokenize_dataset`.
   config.data = ml_collections.ConfigDict(dict(
-      source="tfds",              # tfds | folder | label_shards | synthetic
+      source="tfds",              # tfds | folder | label_shards | synthetic | arrays
       name="imagenet2012",        # tfds name
       split="train",
       data_dir="",                # tfds data_dir, image folder, or shard glob
-      image_size=256,
-      random_flip=True,
-      num_workers=8,              # grain worker processes (0 = in process)
-      shuffle_buffer=0,
+      image_size=256,             # = 16 * model.input_size
+      random_flip=True,           # image sources (before on-the-fly tokenization)
+      num_workers=8,              # grain worker processes (0 = threads in process)
+      shuffle_buffer=0,           # unused: grain shuffles the whole index space per epoch
+      synthetic_seed=0,           # source='synthetic': fixed class templates + 25% noise
+      tokenizer_random_init=False,  # True: random tokenizer weights (tests only, warns)
   ))
+  if tiny:
+    config.data.update(source="synthetic", image_size=64, num_workers=0)
 
   # Optimisation (official script: 8 x 128 = 1024 global batch, blr 5e-5 -> lr 2e-4).
   config.optim = ml_collections.ConfigDict(dict(
@@ -99,6 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       schedule="constant",        # constant | cosine (after warm-up)
       warmup_epochs=5,
       min_lr=0.0,
+      eps=1e-8,
   ))
   config.global_batch_size = 8 if tiny else 1024
   config.num_epochs = 600
@@ -112,6 +117,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5000
   config.keep_checkpoints = 3
   config.peak_flops_per_device = 0.0  # for MFU; 0 = measure the matmul peak at start
+  config.async_checkpointing = True
+  config.init_from = ""           # Orbax {'params': ...} dir (converter output) to start from
+  config.sample_every_steps = 0   # > 0: write grn_jax.sampling.sample_grid_fn grids
+  if tiny:
+    config.update(train_examples=256, num_epochs=8, log_every_steps=10,
+                  checkpoint_every_steps=50)
+    config.optim.update(warmup_epochs=1, blr=1e-3, grad_clip_norm=1.0)
 
   # Sampling (official eval script: tau 1.31, cfg 2.35, interval (0.44, 1.0), 50 steps).
   config.sample = ml_collections.ConfigDict(dict(

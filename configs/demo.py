@@ -1,0 +1,117 @@
+r"""The embedded demo: handwritten digits (scikit-learn), a tiny HBQ tokenizer and a small GRN.
+
+  python -m grn_jax.main --config=configs/demo.py --workdir=/tmp/grn_demo
+
+Trains the tokenizer on the 1,797 8x8 digits upsampled to 32x32 (latent grid 2x2), tokenizes
+them into HBQ labels, trains a class-conditional GRN on the labels with the C2I trainer and
+samples a class grid, a refinement animation and `samples.npz` (about 8-10 minutes on 2 CPU
+cores). `--config=configs/demo.py:size=test` is a seconds-long version for tests.
+
+The sections mirror configs/c2i.py (model, tokenizer, data, optim, sample, mesh,
+sharding_rules and the top-level training fields), so the C2I trainer and the sampler read this
+config unchanged; `tokenizer_train` and `demo` are demo-only.
+"""
+
+import ml_collections
+
+from configs import c2i
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = c2i.parse_arg(arg)
+  size = args.pop("size", "default")
+  if args:
+    raise ValueError(f"unknown config arguments {sorted(args)}; known: size=default|test.")
+  if size not in ("default", "test"):
+    raise ValueError(f"config argument size must be 'default' or 'test', got {size!r}.")
+  test = size == "test"
+
+  # Start from the tiny C2I config so that every field the trainer and sampler know is there.
+  config = c2i.get_config("variant=tiny")
+  config.mode = "demo"
+  config.seed = 0
+
+  image_size = 32                 # 8x8 digits upsampled; the tokenizer stride 16 gives 2x2
+  latent_dim = 16
+  config.model.update(
+      name="GRN_digits",
+      depth=4, hidden_size=128, num_heads=4, bottleneck_dim=64, mlp_ratio=4.0,
+      in_context_len=4, in_context_start=1,
+      input_size=image_size // 16, patch_size=1, num_classes=10,
+      latent_dim=latent_dim, hbq_rounds=4, label_mode="ind", dtype="float32")
+
+  # A small tokenizer of the official architecture (Wan-2.2-VAE-style encoder/decoder).
+  config.tokenizer.update(
+      dim=16, dec_dim=32, latent_dim=latent_dim, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
+      temporal_downsample=(False, True, True), dtype="float32",
+      checkpoint="")              # empty: the demo trains it and writes workdir/tokenizer
+
+  # Tokenizer training (grn_jax/trainers/tokenizer.py): L1 + L2 reconstruction where the decoder
+  # sees HBQ-quantised latents (straight-through) with probability quantize_prob.
+  config.tokenizer_train = ml_collections.ConfigDict(dict(
+      steps=1500,
+      batch_size=64,
+      lr=2e-3,
+      warmup_steps=100,
+      l1_weight=1.0,
+      l2_weight=1.0,
+      quantize_prob=0.75,
+      grad_clip_norm=1.0,
+      log_every_steps=100,
+  ))
+
+  # The digits live in memory as pre-tokenized HBQ labels (source='arrays').
+  config.data.update(
+      source="arrays", name="sklearn_digits", split="train", image_size=image_size,
+      random_flip=False, num_workers=0)
+
+  config.global_batch_size = 128
+  config.train_examples = 1797
+  config.num_epochs = 300
+  config.total_steps = 2000       # about 140 epochs of 14 batches (~3-4 min on 2 CPU cores)
+  config.P_mean = -0.8
+  config.P_std = 0.8
+  config.label_drop_prob = 0.1
+  config.ema_decays = (0.999, 0.99)   # short run: the official 0.9999 would barely move
+  config.log_every_steps = 500
+  config.checkpoint_every_steps = 2000
+  config.keep_checkpoints = 1
+  config.peak_flops_per_device = 1e11  # nominal: skips the start-up matmul measurement
+  config.async_checkpointing = False
+  config.sample_every_steps = 0
+  config.optim.update(blr=2e-3, warmup_epochs=5, grad_clip_norm=1.0, schedule="cosine",
+                      min_lr=1e-5)   # peak lr = blr * 128 / 256 = 1e-3
+
+  # Default sampler settings of the demo (the grid, samples.npz and the evaluation use them).
+  config.sample.update(
+      num_steps=25,
+      cfg_scale=2.0,
+      cfg_interval=(0.1, 1.0),
+      temperature=1.0,
+      schedule="linear",
+      params="ema_0",
+      per_class=50,
+      batch_size=250,
+  )
+
+  # Demo-only settings: what to write and how to compare fixed and adaptive step counts.
+  config.demo = ml_collections.ConfigDict(dict(
+      grid_per_class=10,          # columns of grid.png (rows = the 10 classes)
+      animation_classes=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+      gif_frame_ms=120,
+      compare_adaptive=True,      # also sample with entropy-adaptive steps and evaluate both
+      evaluate=True,              # accuracy / Frechet distance of a digits classifier
+  ))
+
+  if test:
+    config.tokenizer.update(dim=4, dec_dim=4, latent_dim=4)
+    config.model.update(depth=2, hidden_size=32, num_heads=2, bottleneck_dim=8,
+                        in_context_len=2, latent_dim=4)
+    config.tokenizer_train.update(steps=3, batch_size=8, warmup_steps=1, log_every_steps=1)
+    config.global_batch_size = 16
+    config.total_steps = 3
+    config.log_every_steps = 1
+    config.checkpoint_every_steps = 3
+    config.sample.update(num_steps=3, per_class=2, batch_size=20)
+    config.demo.update(grid_per_class=2, animation_classes=(0, 1), evaluate=False)
+  return config

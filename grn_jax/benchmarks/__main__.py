@@ -1,0 +1,102 @@
+r"""The project's speed table: train step, sampler (fixed vs adaptive), tokenizer encode/decode.
+
+  python -m grn_jax.benchmarks [--out=benchmarks.json] [--variant=B]
+
+Every row carries the machine's measured matmul peak (grn_jax.benchmarks.peak) so numbers from
+different machines can be compared as a fraction of what the chip can do. Rows come from
+  * grn_jax.benchmarks.train_step (time_ours: the full C2I training step),
+  * grn_jax.benchmarks.sampler.benchmark_rows(variant, batch, dtype) and
+  * grn_jax.benchmarks.tokenizer.benchmark_rows(batch, dtype),
+each a list of dicts {name, seconds, items, unit, flops (0 if unknown)}; a module that is
+missing or fails becomes an 'error' row instead of stopping the table.
+"""
+
+import importlib
+import json
+import platform as py_platform
+import traceback
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+_OUT = flags.DEFINE_string("out", "benchmarks.json", "Where the table goes as JSON ('' = none).")
+_MODEL = flags.DEFINE_string("model_variant", "B", "C2I model size for the train/sampler rows.")
+
+
+def train_rows(variant: str, batch: int, dtype: str) -> list[dict]:
+  from grn_jax.benchmarks import train_step  # pylint: disable=g-import-not-at-top
+  from grn_jax.trainers import c2i_step  # pylint: disable=g-import-not-at-top
+  config = train_step.bench_config(variant, batch, dtype)
+  seconds, _ = train_step.time_ours(config, 3)
+  flops = c2i_step.train_flops_per_example(config.model) * batch
+  return [dict(name=f"train step GRN-{variant} (batch {batch}, {dtype})", seconds=seconds,
+               items=batch, unit="images", flops=flops)]
+
+
+def module_rows(module_name: str, **kwargs) -> list[dict]:
+  module = importlib.import_module(f"grn_jax.benchmarks.{module_name}")
+  fn = getattr(module, "benchmark_rows", None)
+  if fn is None:
+    raise AttributeError(f"grn_jax.benchmarks.{module_name} has no benchmark_rows().")
+  return list(fn(**kwargs))
+
+
+def collect(variant: str) -> dict:
+  from grn_jax.benchmarks import peak  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  on_cpu = device.platform == "cpu"
+  dtype = "float32" if on_cpu else "bfloat16"
+  batch = 8 if on_cpu else 256
+  peak_flops = peak.measure_matmul_peak_flops(2048, jnp.dtype(dtype))
+  rows = []
+  sources = [("train_step", lambda: train_rows(variant, batch, dtype)),
+             ("sampler", lambda: module_rows("sampler", variant=variant, batch=batch,
+                                             dtype=dtype)),
+             ("tokenizer", lambda: module_rows("tokenizer", batch=batch, dtype=dtype))]
+  for source, fn in sources:
+    try:
+      rows.extend(fn())
+    except Exception as e:  # pylint: disable=broad-except
+      traceback.print_exc()
+      rows.append(dict(name=f"{source}: error", error=f"{type(e).__name__}: {e}"))
+  for row in rows:
+    row["peak_flops"] = peak_flops
+    if "seconds" in row:
+      row["items_per_second"] = row["items"] / row["seconds"]
+      row["achieved_flops"] = row.get("flops", 0) / row["seconds"]
+      row["fraction_of_peak"] = row["achieved_flops"] / peak_flops if row.get("flops") else None
+  return dict(device=f"{device.platform} {device.device_kind}", devices=jax.device_count(),
+              host=py_platform.node(), dtype=dtype, peak_flops=peak_flops, rows=rows)
+
+
+def format_table(table: dict) -> str:
+  lines = [f"{table['device']} x{table['devices']}, {table['dtype']}; measured 2048^2 matmul "
+           f"peak {table['peak_flops'] / 1e9:.1f} GFLOP/s",
+           f"{'benchmark':<52}{'s/call':>10}{'items/s':>12}{'GFLOP/s':>10}{'of peak':>9}"]
+  for row in table["rows"]:
+    if "error" in row:
+      lines.append(f"{row['name']:<52}{row['error']}")
+      continue
+    frac = row["fraction_of_peak"]
+    lines.append(f"{row['name']:<52}{row['seconds']:>10.4f}"
+                 f"{row['items_per_second']:>9.1f} {row['unit'][:2]}"
+                 f"{row['achieved_flops'] / 1e9:>10.1f}"
+                 f"{(f'{frac:.1%}' if frac is not None else '-'):>9}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  table = collect(_MODEL.value)
+  print(format_table(table))
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(table, f, indent=2)
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

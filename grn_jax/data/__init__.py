@@ -1,0 +1,1 @@
+"""Input pipelines: tfds / image folders / pre-tokenized label shards / in-memory arrays."""

@@ -1,0 +1,259 @@
+"""The digits demo, stage by stage (`run_demo(config, workdir)`; see configs/demo.py).
+
+  1. data       scikit-learn digits, bicubic-upsampled to config.data.image_size
+  2. tokenizer  trained by grn_jax.trainers.tokenizer -> workdir/tokenizer (Orbax params)
+  3. labels     every digit -> HBQ labels int32 [1797, h, w, D] -> workdir/digits_labels.npz
+  4. GRN        grn_jax.trainers.c2i.train_and_evaluate on the in-memory labels
+                -> workdir/checkpoints; the sampling params (config.sample.params) also go to
+                workdir/grn_params
+  5. samples    default sampler settings: workdir/samples.npz (images uint8 [N, H, W, 3],
+                labels int32 [N], per_class per class), grid.png (rows = classes),
+                refinement.gif + refinement.png; with demo.compare_adaptive also
+                samples_adaptive.npz (entropy-adaptive steps)
+  6. evaluation digits-classifier accuracy and Frechet distance -> workdir/evaluation.json
+
+Every stage reuses what an earlier run left in the workdir, so an interrupted demo resumes.
+"""
+
+import json
+import logging as py_logging
+import os
+import re
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from grn_jax import checkpointing
+from grn_jax.demo import digits
+from grn_jax.demo import images as image_files
+from grn_jax.trainers import tokenizer as tokenizer_trainer
+
+
+def _say(message: str) -> None:
+  print(message, flush=True)
+
+
+class _StepProgress(py_logging.Handler):
+  """Moves a tqdm bar from the C2I trainer's '[step] ...' metric log lines."""
+
+  _STEP = re.compile(r"^\[(\d+)\] ")
+
+  def __init__(self, bar):
+    super().__init__()
+    self.bar = bar
+
+  def emit(self, record):
+    match = self._STEP.match(record.getMessage())
+    if match and int(match.group(1)) > self.bar.n:
+      self.bar.update(int(match.group(1)) - self.bar.n)
+
+
+def validate_demo_config(config: ml_collections.ConfigDict) -> None:
+  """Fails at start-up naming the field."""
+  if config.data.source != "arrays":
+    raise ValueError(f"the demo trains on in-memory labels: config.data.source must be "
+                     f"'arrays', got {config.data.source!r}.")
+  if config.data.image_size != 16 * config.model.input_size:
+    raise ValueError(f"config.data.image_size={config.data.image_size} must be 16 * "
+                     f"config.model.input_size={config.model.input_size}.")
+  if config.tokenizer.latent_dim != config.model.latent_dim:
+    raise ValueError(f"config.tokenizer.latent_dim={config.tokenizer.latent_dim} != "
+                     f"config.model.latent_dim={config.model.latent_dim}.")
+  if config.model.num_classes != digits.NUM_CLASSES:
+    raise ValueError(f"config.model.num_classes must be {digits.NUM_CLASSES} for the digits, "
+                     f"got {config.model.num_classes}.")
+  if config.demo.grid_per_class > config.sample.per_class:
+    raise ValueError(f"config.demo.grid_per_class={config.demo.grid_per_class} exceeds "
+                     f"config.sample.per_class={config.sample.per_class}.")
+  bad = [c for c in config.demo.animation_classes if not 0 <= c < digits.NUM_CLASSES]
+  if bad or not config.demo.animation_classes:
+    raise ValueError(f"config.demo.animation_classes must be digits 0..9, got "
+                     f"{config.demo.animation_classes}.")
+
+
+def tokenizer_stage(config, workdir: str, images: np.ndarray):
+  """Restores workdir/tokenizer or trains and saves it. Returns (params, metrics or None)."""
+  path = os.path.join(workdir, "tokenizer")
+  if os.path.exists(path):
+    _say(f"[2/6] tokenizer: reusing {path}")
+    return checkpointing.restore_params(path), None
+  _say(f"[2/6] tokenizer: training {config.tokenizer_train.steps} steps on {len(images)} "
+       "digits")
+  params, metrics = tokenizer_trainer.train_tokenizer(config, images)
+  checkpointing.save_params(path, params)
+  return params, metrics
+
+
+def labels_stage(config, workdir: str, params, images: np.ndarray, classes: np.ndarray):
+  """HBQ labels of every digit (cached in workdir/digits_labels.npz)."""
+  path = os.path.join(workdir, "digits_labels.npz")
+  if os.path.exists(path):
+    with np.load(path) as data:
+      if data["labels"].shape[0] == len(images):
+        return data["labels"]
+  encode = tokenizer_trainer.make_encode_fn(config)
+  labels = tokenizer_trainer.batched(encode, params, images, 256)
+  np.savez_compressed(path, labels=labels, class_labels=classes)
+  return labels
+
+
+def reconstruction_stage(config, params, labels: np.ndarray) -> np.ndarray:
+  """Decoded HBQ labels: what the tokenizer can represent. uint8 [N, H, W, 3]."""
+  decode = tokenizer_trainer.make_decode_fn(config)
+  return digits.model_to_uint8(tokenizer_trainer.batched(decode, params, labels, 256))
+
+
+def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
+  """Trains (or resumes) the GRN; returns the final TrainState."""
+  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+  from grn_jax.trainers import c2i  # pylint: disable=g-import-not-at-top
+  steps = c2i.total_train_steps(config, len(labels))
+  _say(f"[4/6] GRN: {steps} steps of batch {config.global_batch_size} on labels "
+       f"{labels.shape}")
+  bar = tqdm.tqdm(total=steps, desc="GRN", unit="step")
+  handler = _StepProgress(bar)
+  absl_logger = logging.get_absl_logger()
+  absl_logger.addHandler(handler)
+  try:
+    state = c2i.train_and_evaluate(config, workdir, dataset=(labels, classes))
+  finally:
+    absl_logger.removeHandler(handler)
+    bar.update(max(steps - bar.n, 0))
+    bar.close()
+  return state
+
+
+def sample_stage(config, workdir: str, state, tok_params) -> dict[str, Any]:
+  """Default-setting samples, the grid and the animation; optionally adaptive samples."""
+  from grn_jax.demo import sample as demo_sample  # pylint: disable=g-import-not-at-top
+  from grn_jax.trainers import c2i  # pylint: disable=g-import-not-at-top
+  params = jax.device_get(c2i.sampling_params(state, config.sample.params))
+  params_path = os.path.join(workdir, "grn_params")
+  if not os.path.exists(params_path):  # for --mode=sample, the notebook and later sessions
+    checkpointing.save_params(params_path, params)
+  per_class = config.sample.per_class
+  classes = np.repeat(np.arange(digits.NUM_CLASSES, dtype=np.int32), per_class)
+  outputs = {}
+  runs = [("fixed", False, "samples.npz")]
+  if config.demo.compare_adaptive:
+    runs.append(("adaptive", True, "samples_adaptive.npz"))
+  for name, adaptive, filename in runs:
+    _say(f"[5/6] sampling {len(classes)} digits ({per_class} per class), {name} steps")
+    start = time.perf_counter()
+    result = demo_sample.sample_images(config, params, tok_params, classes, adaptive=adaptive,
+                                       seed=config.seed)
+    seconds = time.perf_counter() - start
+    path = os.path.join(workdir, filename)
+    np.savez(path, images=result["images"], labels=classes, steps=result["steps"])
+    outputs[name] = dict(path=path, seconds=seconds, mean_steps=float(np.mean(result["steps"])),
+                         images=result["images"])
+  fixed = outputs["fixed"]["images"].reshape(digits.NUM_CLASSES, per_class,
+                                             *outputs["fixed"]["images"].shape[1:])
+  grid = fixed[:, :config.demo.grid_per_class].reshape(-1, *fixed.shape[2:])
+  grid_path = os.path.join(workdir, "grid.png")
+  image_files.save_png(image_files.tile_grid(grid, digits.NUM_CLASSES, scale=2), grid_path)
+  outputs["grid"] = grid_path
+
+  frames = demo_sample.refinement_frames(config, params, tok_params,
+                                         np.asarray(config.demo.animation_classes, np.int32),
+                                         seed=config.seed + 1)
+  gif, strip = os.path.join(workdir, "refinement.gif"), os.path.join(workdir, "refinement.png")
+  image_files.save_animation(frames, gif, strip, frame_ms=config.demo.gif_frame_ms)
+  outputs["animation"], outputs["strip"] = gif, strip
+  return outputs
+
+
+def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the six stages; returns a summary dict (paths, timings, metrics)."""
+  validate_demo_config(config)
+  start = time.perf_counter()
+  os.makedirs(workdir, exist_ok=True)
+  workdir = os.path.abspath(workdir)
+  summary: dict[str, Any] = dict(workdir=workdir, devices=str(jax.devices()))
+  timings = {}
+
+  t = time.perf_counter()
+  gray, classes = digits.load_digits_gray(config.data.image_size)
+  images = digits.gray_to_model(gray)
+  _say(f"[1/6] data: {len(images)} digits upsampled to {config.data.image_size}x"
+       f"{config.data.image_size}")
+  timings["data"] = time.perf_counter() - t
+
+  t = time.perf_counter()
+  tok_params, tok_metrics = tokenizer_stage(config, workdir, images)
+  timings["tokenizer"] = time.perf_counter() - t
+  summary["tokenizer_metrics"] = tok_metrics
+
+  t = time.perf_counter()
+  labels = labels_stage(config, workdir, tok_params, images, classes)
+  recon = reconstruction_stage(config, tok_params, labels)
+  real = digits.model_to_uint8(images)
+  mse = np.mean((recon.astype(np.float32) - real.astype(np.float32))**2)
+  summary["reconstruction_psnr_db"] = float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+  _say(f"[3/6] labels: {labels.shape} HBQ labels; decoded-label PSNR "
+       f"{summary['reconstruction_psnr_db']:.1f} dB")
+  timings["labels"] = time.perf_counter() - t
+
+  t = time.perf_counter()
+  run_config = ml_collections.ConfigDict(config.to_dict())
+  run_config.tokenizer.checkpoint = os.path.join(workdir, "tokenizer")
+  state = grn_stage(run_config, workdir, labels, classes)
+  timings["grn"] = time.perf_counter() - t
+
+  t = time.perf_counter()
+  outputs = sample_stage(run_config, workdir, state, tok_params)
+  timings["sampling"] = time.perf_counter() - t
+
+  t = time.perf_counter()
+  evaluation = {}
+  if config.demo.evaluate:
+    from grn_jax.demo import evaluate  # pylint: disable=g-import-not-at-top
+    _say("[6/6] evaluation: digits classifier on real digits, applied to the samples")
+    classifier = evaluate.DigitsClassifier(config.data.image_size)
+    evaluation["reconstructions"] = evaluate.evaluate_samples(recon, classes, classifier)
+    for name in ("fixed", "adaptive"):
+      if name in outputs:
+        with np.load(outputs[name]["path"]) as data:
+          evaluation[name] = evaluate.evaluate_samples(data["images"], data["labels"],
+                                                       classifier)
+        evaluation[name]["mean_steps"] = outputs[name]["mean_steps"]
+        evaluation[name]["sampling_seconds"] = outputs[name]["seconds"]
+    with open(os.path.join(workdir, "evaluation.json"), "w") as f:
+      json.dump(evaluation, f, indent=2)
+  timings["evaluation"] = time.perf_counter() - t
+  timings["total"] = time.perf_counter() - start
+
+  summary.update(timings_seconds=timings, evaluation=evaluation,
+                 outputs={k: (v["path"] if isinstance(v, dict) else v)
+                          for k, v in outputs.items()})
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2, default=str)
+  _say(format_summary(summary))
+  return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+  out = summary["outputs"]
+  lines = ["", f"GRN digits demo finished in {summary['timings_seconds']['total'] / 60:.1f} min "
+           f"({summary['workdir']})",
+           f"  class grid (rows = digits 0-9):  {out['grid']}",
+           f"  refinement animation:            {out['animation']}",
+           f"  refinement steps (PNG strip):    {out['strip']}",
+           f"  samples (default sampler):       {out['fixed']}"]
+  if "adaptive" in out:
+    lines.append(f"  samples (adaptive steps):        {out['adaptive']}")
+  lines.append(f"  tokenizer / GRN checkpoints:     {summary['workdir']}/tokenizer, "
+               f"{summary['workdir']}/checkpoints")
+  for name, result in summary["evaluation"].items():
+    steps = f", mean steps {result['mean_steps']:.1f}" if "mean_steps" in result else ""
+    lines.append(f"  {name:<16} classifier accuracy {result['accuracy']:.3f}, Frechet distance "
+                 f"{result['frechet_distance']:.2f}{steps}")
+  if summary["evaluation"]:
+    real = next(iter(summary["evaluation"].values()))
+    lines.append(f"  (real held-out digits: accuracy {real['real_test_accuracy']:.3f}, "
+                 f"Frechet distance {real['real_floor']:.2f})")
+  return "\n".join(lines)

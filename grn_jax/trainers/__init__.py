@@ -1,0 +1,1 @@
+"""Train loops, one per model family; step functions are pure."""

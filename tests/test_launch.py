@@ -1,0 +1,176 @@
+"""Dry runs of the launch scripts: the exact commands they would issue."""
+
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch"
+
+
+def dry_run(script: str, *args: str, env: dict[str, str] | None = None, ok: bool = True):
+  """Runs launch/<script> --dry-run ARGS; returns (list of issued argv lists, stderr)."""
+  full_env = {k: v for k, v in os.environ.items()
+              if k not in ("ZONE", "PROJECT", "BUCKET", "TPU_NAME", "CONFIG", "WORKDIR",
+                           "CUDA_VISIBLE_DEVICES", "ACCELERATOR_TYPE", "TPU_RUNTIME")}
+  full_env.update(env or {})
+  proc = subprocess.run(["bash", str(LAUNCH / script), "--dry-run", *args], cwd="/",
+                        env=full_env, capture_output=True, text=True, timeout=60)
+  if ok:
+    assert proc.returncode == 0, proc.stderr
+  else:
+    assert proc.returncode != 0, proc.stdout
+  commands = [shlex.split(line[2:]) for line in proc.stdout.splitlines()
+              if line.startswith("+ ")]
+  return commands, proc.stderr
+
+
+def flag(argv: list[str], name: str) -> str:
+  values = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")]
+  assert len(values) == 1, (name, argv)
+  return values[0]
+
+
+def test_tpu_vm_all_creates_copies_sets_up_and_runs_on_every_worker():
+  commands, _ = dry_run("tpu_vm.sh", "all", "--zone=us-east5-a", "--project=proj",
+                        "--accelerator-type=v5p-64", "--spot", "--bucket=gs://bkt/", "--name=pod",
+                        "--", "--config.model.dtype=bfloat16")
+  assert [c[:5] for c in commands[:1]] == [["gcloud", "compute", "tpus", "tpu-vm", "create"]]
+  create = commands[0]
+  assert create[5] == "pod"
+  assert flag(create, "accelerator-type") == "v5p-64"
+  assert flag(create, "version") == "v2-alpha-tpuv5"
+  assert flag(create, "zone") == "us-east5-a" and flag(create, "project") == "proj"
+  assert "--spot" in create
+
+  tar = commands[1]
+  assert tar[:2] == ["tar", "-czf"] and tar[tar.index("-C") + 1] == str(ROOT)
+  scp = commands[2]
+  assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"]
+  assert scp[5] == tar[2] and scp[6] == "pod:~/grn_jax_src.tar.gz"
+  assert flag(scp, "worker") == "all"
+
+  ssh_cmds = commands[3:]
+  assert all(c[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] for c in ssh_cmds)
+  assert all(flag(c, "worker") == "all" for c in ssh_cmds)
+  unpack, setup, train = (flag(c, "command") for c in ssh_cmds)
+  assert "tar -xzf ~/grn_jax_src.tar.gz -C ~/grn_jax" in unpack
+  assert "-r requirements.txt" in setup and "'jax[tpu]==0.10.2'" in setup
+
+  remote = shlex.split(train.split("&&", 1)[1])
+  assert remote[:3] == ["python3", "-m", "grn_jax.main"]
+  assert "--distributed" in remote
+  assert flag(remote, "mode") == "train"
+  assert flag(remote, "config") == "configs/c2i.py:variant=B"
+  assert flag(remote, "workdir") == "gs://bkt/runs/grn_b"
+  assert flag(remote, "config.data.data_dir") == "gs://bkt/tfds"
+  assert flag(remote, "config.tokenizer.checkpoint") == "gs://bkt/weights/tokenizer"
+  assert remote[-1] == "--config.model.dtype=bfloat16"
+
+
+def test_tpu_vm_one_time_steps_run_on_worker_zero():
+  env = {"ZONE": "z", "BUCKET": "gs://b"}
+  (prepare,), _ = dry_run("tpu_vm.sh", "prepare-data", env=env)
+  assert flag(prepare, "worker") == "0"
+  assert ("tfds build imagenet2012 --data_dir=gs://b/tfds --manual_dir=gs://b/imagenet_manual"
+          in flag(prepare, "command"))
+  (convert,), _ = dry_run("tpu_vm.sh", "convert", env=env)
+  text = flag(convert, "command")
+  assert flag(convert, "worker") == "0"
+  assert ("--kind=tokenizer --src=hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt "
+          "--dst=gs://b/weights/tokenizer") in text
+  assert "--kind=c2i --src=hf://bytedance-research/GRN/GRN_ind_B_ep599.pth --trust_pickle" in text
+
+
+def test_tpu_vm_background_run_and_runtime_choice():
+  (ssh,), _ = dry_run("tpu_vm.sh", "run", "--background", env={"ZONE": "z", "BUCKET": "gs://b"})
+  assert flag(ssh, "command").endswith("> run.log 2>&1 &")
+  assert "nohup python3 -m grn_jax.main" in flag(ssh, "command")
+  (create,), _ = dry_run("tpu_vm.sh", "create", "--accelerator-type=v6e-256", env={"ZONE": "z"})
+  assert flag(create, "version") == "v2-alpha-tpuv6e" and "--spot" not in create
+
+
+@pytest.mark.parametrize("args, message", [
+    (("create",), "--zone is required"),
+    (("run", "--zone=z"), "--bucket is required"),
+    (("create", "--zone=z", "--accelerator-type=x9-8"), "pass --version"),
+    (("launch", "--zone=z"), "unknown subcommand launch"),
+    (("run", "--zone=z", "--bucket=/local"), "--bucket must start with gs://"),
+])
+def test_tpu_vm_bad_input_fails_with_a_message(args, message):
+  commands, stderr = dry_run("tpu_vm.sh", *args, ok=False)
+  assert message in stderr and not commands
+
+
+def test_issued_train_command_parses_with_the_real_main_flags():
+  (ssh,), _ = dry_run("tpu_vm.sh", "run", "--zone=z", "--bucket=gs://b", "--",
+                      "--config.model.dtype=bfloat16")
+  remote = shlex.split(flag(ssh, "command").split("&&", 1)[1])
+  code = ("import sys; from grn_jax import main; main.FLAGS(sys.argv); c = main.FLAGS.config; "
+          "print(main.FLAGS.mode, main.FLAGS.distributed, c.model.name, c.model.dtype, "
+          "c.data.data_dir, c.tokenizer.checkpoint)")
+  out = subprocess.run([sys.executable, "-c", code, *remote[3:]], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.split() == ["train", "True", "GRN_B", "bfloat16", "gs://b/tfds",
+                                "gs://b/weights/tokenizer"]
+
+
+def test_xpk_cluster_and_multislice_workload():
+  env = {"ZONE": "z", "PROJECT": "p"}
+  (cluster,), _ = dry_run("xpk_multislice.sh", "cluster", "--num-slices=4",
+                          "--tpu-type=v5p-256", "--capacity=reservation=res1", env=env)
+  assert cluster[:3] == ["xpk", "cluster", "create"]
+  assert flag(cluster, "num-slices") == "4" and flag(cluster, "tpu-type") == "v5p-256"
+  assert flag(cluster, "reservation") == "res1"
+
+  build, push = dry_run("xpk_multislice.sh", "image", "--image=reg/img:1", env=env)[0]
+  assert build[:2] == ["docker", "build"] and build[build.index("-t") + 1] == "reg/img:1"
+  assert push == ["docker", "push", "reg/img:1"]
+
+  (submit,), _ = dry_run("xpk_multislice.sh", "submit", "--workload=w1", "--bucket=gs://b",
+                         env=env)
+  assert submit[:3] == ["xpk", "workload", "create"]
+  assert flag(submit, "workload") == "w1" and flag(submit, "num-slices") == "2"
+  assert flag(submit, "docker-image") == "gcr.io/p/grn_jax:latest"
+  remote = shlex.split(flag(submit, "command"))
+  assert remote[:3] == ["python3", "-m", "grn_jax.main"] and "--distributed" in remote
+  assert flag(remote, "workdir") == "gs://b/runs/w1"
+
+
+def test_xpk_rejects_bad_capacity_and_missing_project():
+  _, stderr = dry_run("xpk_multislice.sh", "cluster", "--zone=z", "--project=p",
+                      "--capacity=cheap", ok=False)
+  assert "--capacity must be" in stderr
+  _, stderr = dry_run("xpk_multislice.sh", "list", "--zone=z", ok=False)
+  assert "--project is required" in stderr
+
+
+def test_multi_gpu_runs_one_process_on_the_chosen_gpus():
+  (cmd,), _ = dry_run("multi_gpu.sh", "run", "--gpus=0,1,2,3", "--workdir=/w", "--",
+                      "--config.global_batch_size=512")
+  assert cmd[0] == "env" and "CUDA_VISIBLE_DEVICES=0,1,2,3" in cmd
+  main = cmd[cmd.index("-m") - 1:]
+  assert main[1:3] == ["-m", "grn_jax.main"] and "--distributed" not in main
+  assert flag(main, "mode") == "train" and flag(main, "workdir") == "/w"
+  assert flag(main, "config.model.dtype") == "bfloat16"
+  assert main[-1] == "--config.global_batch_size=512"
+  setup = dry_run("multi_gpu.sh", "setup")[0]
+  assert setup[1][-1] == "jax[cuda12]==0.10.2"
+  _, stderr = dry_run("multi_gpu.sh", "run", "--gpus=all", ok=False)
+  assert "--gpus must look like" in stderr
+
+
+def test_local_demo_and_evaluate():
+  (demo,), _ = dry_run("local.sh", "demo", "--python=py", "--workdir=/tmp/d")
+  assert demo == ["py", "-m", "grn_jax.main", "--config=configs/demo.py", "--workdir=/tmp/d"]
+  (evaluate,), _ = dry_run("local.sh", "evaluate", "--python=py", "--workdir=/tmp/d")
+  assert evaluate == ["py", "-m", "grn_jax.demo.evaluate", "--samples=/tmp/d/samples.npz",
+                      "--samples=/tmp/d/samples_adaptive.npz"]
+  (tiny,), _ = dry_run("local.sh", "tiny", "--python=py")
+  assert flag(tiny, "config") == "configs/c2i.py:variant=tiny"
+  assert flag(tiny, "workdir") == "workdir/tiny"
