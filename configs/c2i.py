@@ -132,7 +132,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       cfg_interval=(0.44, 1.0),   # low < 0 selects power-cos guidance
       temperature=1.31,
       schedule="linear",          # linear | cosine | shifted
+      schedule_shift=1.0,         # shift_pt factor (cosine / shifted schedules)
+      keep_mode="random",         # random (official) | confidence (MaskGIT-style)
+      # Entropy-guided steps (GRN-SPEC §F.4): total = warmup + clip(round(k H + b),
+      # min_steps - warmup, max_steps - warmup); official constants from the initial commit.
+      adaptive=False,
+      warmup_steps=5,
+      min_steps=10,
+      max_steps=50,
+      entropy_k=417.7052426732362,
+      entropy_b=-318.1272488653967,
       params="ema_0",             # ema_0 (decay 0.9999) | ema_1 | params
+      checkpoint="",              # a converted params dir; empty: the workdir's train checkpoint
+      seed=0,
       per_class=50,
       batch_size=64,
   ))

@@ -1,0 +1,131 @@
+"""Config-level sampling: build the jitted sampler of a config once and call it per batch.
+
+  labels, steps = sample_labels(config, params, class_labels, key, adaptive=False)
+  frames = sample_trajectory(config, params, class_labels, key)   # [steps + 1, B, h, w, D]
+  images = sample_grid_fn(config, params)                          # for the trainer's hook
+
+`config.sample` holds the settings (see configs/c2i.py). Static fields (steps, schedule, keep
+mode, adaptive bounds) select the compiled program; guidance, temperature, k, b and the schedule
+shift are traced.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from grn_jax import hbq
+from grn_jax.models import build_c2i
+from grn_jax.sampling import refine
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+  """Hashable `apply_fn(params, labels, keep_ratio, class_labels)` of a flax module."""
+  module: Any
+
+  def __call__(self, params, labels, keep_ratio, class_labels):
+    return self.module.apply({"params": params}, labels, keep_ratio, class_labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerDecode:
+  """Hashable `decode_fn(tokenizer_params, latent) -> images in [-1, 1]` of a tokenizer."""
+  module: Any
+
+  def __call__(self, params, latent):
+    images = self.module.apply({"params": params}, latent, method="decode")
+    return jnp.clip(images, -1.0, 1.0)
+
+
+def settings_from_config(sample_cfg: ml_collections.ConfigDict) -> refine.SamplerSettings:
+  low, high = sample_cfg.cfg_interval
+  return refine.SamplerSettings(
+      cfg_scale=float(sample_cfg.cfg_scale), cfg_low=float(low), cfg_high=float(high),
+      temperature=float(sample_cfg.temperature),
+      entropy_k=float(sample_cfg.get("entropy_k", refine.OFFICIAL_ENTROPY_K)),
+      entropy_b=float(sample_cfg.get("entropy_b", refine.OFFICIAL_ENTROPY_B)),
+      schedule_shift=float(sample_cfg.get("schedule_shift", 1.0)))
+
+
+def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = None,
+                     trace: bool = False) -> refine.SamplerSpec:
+  model, sample = config.model, config.sample
+  if sample.temperature <= 0:
+    raise ValueError(f"config.sample.temperature must be > 0, got {sample.temperature}.")
+  if len(tuple(sample.cfg_interval)) != 2:
+    raise ValueError("config.sample.cfg_interval must be (low, high).")
+  dim = hbq.num_labels(model.latent_dim, model.hbq_rounds, model.label_mode)
+  return refine.SamplerSpec(
+      label_shape=(model.input_size, model.input_size, dim),
+      label_classes=hbq.num_classes(model.hbq_rounds, model.label_mode),
+      null_class=model.num_classes, hbq_rounds=model.hbq_rounds, label_mode=model.label_mode,
+      num_steps=int(sample.num_steps), schedule=sample.schedule,
+      adaptive=bool(sample.get("adaptive", False) if adaptive is None else adaptive),
+      warmup_steps=int(sample.get("warmup_steps", refine.OFFICIAL_WARMUP_STEPS)),
+      min_steps=int(sample.get("min_steps", 10)),
+      max_steps=int(sample.get("max_steps", sample.num_steps)),
+      keep_mode=sample.get("keep_mode", "random"), trace=trace)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_apply(model_json: str) -> ModelApply:
+  return ModelApply(build_c2i(ml_collections.ConfigDict(_loads(model_json))))
+
+
+def _loads(text: str) -> dict:
+  import json  # pylint: disable=g-import-not-at-top
+  return json.loads(text)
+
+
+def model_apply(config: ml_collections.ConfigDict) -> ModelApply:
+  return _model_apply(config.model.to_json())
+
+
+def sample_labels(config: ml_collections.ConfigDict, params: Any, class_labels, key,
+                  adaptive: bool | None = None, settings: refine.SamplerSettings | None = None):
+  """Samples HBQ labels for class_labels int [B]: (labels int32 [B, h, w, D], steps int32 [B])."""
+  spec = spec_from_config(config, adaptive)
+  sampler = refine.jitted_sampler(model_apply(config), spec)
+  out = sampler(params, jnp.asarray(class_labels, jnp.int32), key,
+                settings or settings_from_config(config.sample))
+  return out.labels, out.steps
+
+
+def sample_trajectory(config: ml_collections.ConfigDict, params: Any, class_labels, key,
+                      adaptive: bool | None = None) -> np.ndarray:
+  """The network input after every step: int32 [bound + 1, B, h, w, D] (frame 0 = random).
+
+  Rows that finish early repeat their final labels; the last frame is each row's final sample.
+  """
+  spec = spec_from_config(config, adaptive, trace=True)
+  sampler = refine.jitted_sampler(model_apply(config), spec)
+  out = sampler(params, jnp.asarray(class_labels, jnp.int32), key,
+                settings_from_config(config.sample))
+  frames = np.array(out.trace["labels"])
+  steps = np.asarray(out.steps)
+  for row, used in enumerate(steps):  # freeze finished rows on their final labels
+    frames[used + 1:, row] = frames[used, row]
+  frames[-1] = np.asarray(out.labels)
+  return frames
+
+
+def sample_grid_fn(config: ml_collections.ConfigDict, params: Any,
+                   per_class: int = 4) -> np.ndarray:
+  """A class grid for training-time previews: images [classes * per_class, H, W, 3] in [-1, 1].
+
+  Decodes with the tokenizer of config.tokenizer.checkpoint (a clear error if there is none).
+  """
+  from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
+  tok_module, tok_params = generate.load_tokenizer(config)
+  classes = min(int(config.model.num_classes), 10)
+  class_labels = np.repeat(np.arange(classes, dtype=np.int32), per_class)
+  spec = spec_from_config(config)
+  sampler = refine.jitted_sampler(model_apply(config), spec, TokenizerDecode(tok_module))
+  out = sampler(params, jnp.asarray(class_labels), jax.random.key(0),
+                settings_from_config(config.sample), tok_params)
+  return np.asarray(out.images)
