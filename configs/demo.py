@@ -92,6 +92,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       params="ema_0",
       per_class=50,
       batch_size=250,
+      # Adaptive steps: a row's total = clip(round(k H + b), min_steps, max_steps) after a
+      # 4-step warm-up (k, b fitted on this model with `python -m grn_jax.sampling.fit_entropy`).
+      warmup_steps=4,
+      min_steps=8,
+      max_steps=25,
   )
 
   # Demo-only settings: what to write and how to compare fixed and adaptive step counts.
@@ -112,6 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.total_steps = 3
     config.log_every_steps = 1
     config.checkpoint_every_steps = 3
-    config.sample.update(num_steps=3, per_class=2, batch_size=20)
+    config.sample.update(num_steps=3, per_class=2, batch_size=20, warmup_steps=1, min_steps=2,
+                         max_steps=4)
     config.demo.update(grid_per_class=2, animation_classes=(0, 1), evaluate=False)
   return config

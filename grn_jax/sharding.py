@@ -7,6 +7,8 @@ logical partition specs -> mesh shardings -> jit(init, out_shardings=...).
 
 from typing import Any, Callable, Sequence
 
+from absl import logging
+
 import flax.linen as nn
 import jax
 import ml_collections
@@ -40,8 +42,18 @@ def mesh_shape(mesh_cfg: ml_collections.ConfigDict | dict, num_devices: int) -> 
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A Mesh with Auto axis types (needed for logical-rule sharding in this JAX version)."""
+  """A Mesh with Auto axis types (needed for logical-rule sharding in this JAX version).
+
+  Sizes without -1 whose product is smaller than the device count use the first devices (with
+  a warning), e.g. `data=1` for a one-device run on a multi-device host.
+  """
   devices = list(devices) if devices is not None else jax.devices()
+  sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
+  wanted = int(np.prod(sizes))
+  if -1 not in sizes and 0 < wanted < len(devices) and jax.process_count() == 1:
+    logging.warning("config.mesh %s uses %d of the %d devices.", dict(zip(MESH_AXES, sizes)),
+                    wanted, len(devices))
+    devices = devices[:wanted]
   shape = mesh_shape(mesh_cfg, len(devices))
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)

@@ -99,3 +99,10 @@ def test_shard_host_batch_builds_global_arrays():
   assert out["labels"].shape == (8, 2)
   assert len(out["labels"].addressable_shards) == 8
   np.testing.assert_array_equal(np.asarray(out["labels"]), batch["labels"])
+
+
+def test_make_mesh_uses_a_device_prefix_for_smaller_explicit_meshes():
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 1, "tensor": 1})
+  assert mesh.devices.size == 2 and list(mesh.devices.flat) == jax.devices()[:2]
+  with pytest.raises(ValueError, match="needs 16 devices"):
+    sharding.make_mesh({"data": 16})
