@@ -134,19 +134,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       schedule="linear",          # linear | cosine | shifted
       schedule_shift=1.0,         # shift_pt factor (cosine / shifted schedules)
       keep_mode="random",         # random (official) | confidence (MaskGIT-style)
-      # Entropy-guided steps (GRN-SPEC §F.4): total = warmup + clip(round(k H + b),
-      # min_steps - warmup, max_steps - warmup); official constants from the initial commit.
+      # Entropy-guided steps (GRN-SPEC §F.4, grn_jax/sampling/refine.py): H at step
+      # warmup_steps sets each row's total steps = clip(round(k H + b) + offset, min_steps,
+      # max_steps), offset = warmup_steps for entropy_budget='after_warmup' (the convention of
+      # the official constants, initial commit) or 0 for 'total'.
       adaptive=False,
       warmup_steps=5,
       min_steps=10,
       max_steps=50,
       entropy_k=417.7052426732362,
       entropy_b=-318.1272488653967,
+      entropy_budget="after_warmup",  # after_warmup | total: what round(k H + b) counts
       params="ema_0",             # ema_0 (decay 0.9999) | ema_1 | params
       checkpoint="",              # a converted params dir; empty: the workdir's train checkpoint
-      seed=0,
-      per_class=50,
-      batch_size=64,
+      seed=0,                     # image i uses key fold_in(key(seed), i): resumable by index
+      per_class=50,               # images per class (ImageNet: 50 -> 50,000)
+      num_images=-1,              # > 0: only the first num_images of the class schedule
+      batch_size=64,              # global batch, divisible by the mesh's batch devices
+      output_dir="",              # PNGs + samples.npz; empty: <workdir>/samples
+      write_npz=True,             # samples.npz: images uint8 [N, H, W, 3], labels, steps
+  ))
+
+  # Evaluation (grn_jax/evaluation): FID / IS / precision-recall of samples, tokenizer table.
+  config.eval = ml_collections.ConfigDict(dict(
+      inception="",               # FID Inception .npz/.pth; empty: $GRN_JAX_INCEPTION or ~/.cache
+      ref_stats="VIRTUAL_imagenet256_labeled.npz",  # mu/sigma npz (see evaluation/reference.py)
+      batch_size=200,             # Inception batch
+      is_splits=10,
+      precision_recall=False,     # needs the reference images (ADM batch arr_0)
+      pr_k=3,
+      recon_num_images=1000,      # tokenizer_metrics default image count
   ))
 
   # Mesh: -1 = all remaining devices. Logical axis -> mesh axis rules (maxtext style).

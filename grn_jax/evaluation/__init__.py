@@ -1,0 +1,2 @@
+"""Evaluation: FID / IS / precision-recall (inception, metrics, reference, fid) and tokenizer
+reconstruction metrics (recon, tokenizer_metrics)."""
