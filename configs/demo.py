@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Tokenizer training (grn_jax/trainers/tokenizer.py): L1 + L2 reconstruction where the decoder
   # sees HBQ-quantised latents (straight-through) with probability quantize_prob.
   config.tokenizer_train = ml_collections.ConfigDict(dict(
-      steps=600,
+      steps=500,
       batch_size=64,
       lr=2e-3,
       warmup_steps=100,
