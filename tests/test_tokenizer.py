@@ -217,7 +217,7 @@ def test_converter_round_trip_and_errors(tiny):
   cfg, tok, params, enc, _ = tiny
   sd = tok_convert.tokenizer_params_to_torch(params["params"], cfg)
   assert "encoder.downsamples.1.downsamples.1.time_conv.weight" in sd
-  assert sd["decoder.upsamples.0.upsamples.2.time_conv.weight"].shape == (16, 8, 3, 1, 1)
+  assert sd["decoder.upsamples.0.upsamples.2.time_conv.weight"].shape == (32, 16, 3, 1, 1)
   assert sd["encoder.middle.1.norm.gamma"].shape == (16, 1, 1)
   back = tok_convert.tokenizer_params_from_torch(sd, cfg)
   jax.tree.map(np.testing.assert_array_equal, back, jax.tree.map(np.asarray, params["params"]))
