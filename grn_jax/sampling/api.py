@@ -13,23 +13,33 @@ import dataclasses
 import functools
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from grn_jax import hbq
+from grn_jax import sharding
 from grn_jax.models import build_c2i
 from grn_jax.sampling import refine
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelApply:
-  """Hashable `apply_fn(params, labels, keep_ratio, class_labels)` of a flax module."""
+  """Hashable `apply_fn(params, labels, keep_ratio, class_labels)` of a flax module.
+
+  `rules` (logical axis -> mesh axes, as config.sharding_rules) activates the module's logical
+  sharding constraints; with none they are no-ops.
+  """
   module: Any
+  rules: tuple = ()
 
   def __call__(self, params, labels, keep_ratio, class_labels):
-    return self.module.apply({"params": params}, labels, keep_ratio, class_labels)
+    if not self.rules:
+      return self.module.apply({"params": params}, labels, keep_ratio, class_labels)
+    with nn.logical_axis_rules(self.rules):
+      return self.module.apply({"params": params}, labels, keep_ratio, class_labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +53,7 @@ class TokenizerDecode:
 
 
 def settings_from_config(sample_cfg: ml_collections.ConfigDict) -> refine.SamplerSettings:
+  """The traced sampler settings of config.sample."""
   low, high = sample_cfg.cfg_interval
   return refine.SamplerSettings(
       cfg_scale=float(sample_cfg.cfg_scale), cfg_low=float(low), cfg_high=float(high),
@@ -53,7 +64,8 @@ def settings_from_config(sample_cfg: ml_collections.ConfigDict) -> refine.Sample
 
 
 def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = None,
-                     trace: bool = False) -> refine.SamplerSpec:
+                     trace: bool = False, trace_previews: bool = False) -> refine.SamplerSpec:
+  """The static sampler structure of a config (errors name the offending field)."""
   model, sample = config.model, config.sample
   if sample.temperature <= 0:
     raise ValueError(f"config.sample.temperature must be > 0, got {sample.temperature}.")
@@ -69,12 +81,13 @@ def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = 
       warmup_steps=int(sample.get("warmup_steps", refine.OFFICIAL_WARMUP_STEPS)),
       min_steps=int(sample.get("min_steps", 10)),
       max_steps=int(sample.get("max_steps", sample.num_steps)),
-      keep_mode=sample.get("keep_mode", "random"), trace=trace)
+      entropy_budget=sample.get("entropy_budget", "after_warmup"),
+      keep_mode=sample.get("keep_mode", "random"), trace=trace, trace_previews=trace_previews)
 
 
 @functools.lru_cache(maxsize=8)
-def _model_apply(model_json: str) -> ModelApply:
-  return ModelApply(build_c2i(ml_collections.ConfigDict(_loads(model_json))))
+def _model_apply(model_json: str, rules: tuple) -> ModelApply:
+  return ModelApply(build_c2i(ml_collections.ConfigDict(_loads(model_json))), rules)
 
 
 def _loads(text: str) -> dict:
@@ -83,34 +96,42 @@ def _loads(text: str) -> dict:
 
 
 def model_apply(config: ml_collections.ConfigDict) -> ModelApply:
-  return _model_apply(config.model.to_json())
+  """The (cached, hashable) apply_fn of config.model with config.sharding_rules."""
+  rules = sharding.rules_from_config(config.get("sharding_rules", ()))
+  return _model_apply(config.model.to_json(), tuple(rules))
 
 
 def sample_labels(config: ml_collections.ConfigDict, params: Any, class_labels, key,
                   adaptive: bool | None = None, settings: refine.SamplerSettings | None = None):
   """Samples HBQ labels for class_labels int [B]: (labels int32 [B, h, w, D], steps int32 [B])."""
-  spec = spec_from_config(config, adaptive)
-  sampler = refine.jitted_sampler(model_apply(config), spec)
-  out = sampler(params, jnp.asarray(class_labels, jnp.int32), key,
-                settings or settings_from_config(config.sample))
+  out = sample(config, params, class_labels, key, adaptive=adaptive, settings=settings)
   return out.labels, out.steps
+
+
+def sample(config: ml_collections.ConfigDict, params: Any, class_labels, key,
+           adaptive: bool | None = None, settings: refine.SamplerSettings | None = None,
+           trace: bool = False, decode: tuple[Any, Any] | None = None,
+           trace_previews: bool = False) -> refine.SampleOutput:
+  """The full SampleOutput of config's sampler (decode = (decode_fn, decode_params) or None)."""
+  spec = spec_from_config(config, adaptive, trace=trace, trace_previews=trace_previews)
+  decode_fn, decode_params = decode if decode is not None else (None, None)
+  sampler = refine.jitted_sampler(model_apply(config), spec, decode_fn)
+  return sampler(params, jnp.asarray(class_labels, jnp.int32), key,
+                 settings or settings_from_config(config.sample), decode_params)
 
 
 def sample_trajectory(config: ml_collections.ConfigDict, params: Any, class_labels, key,
                       adaptive: bool | None = None) -> np.ndarray:
   """The network input after every step: int32 [bound + 1, B, h, w, D] (frame 0 = random).
 
-  Rows that finish early repeat their final labels; the last frame is each row's final sample.
+  Rows that finish early repeat their final labels; the last frame is each row's final sample
+  (with the official t_next = 1 at the last step, the last input is the final sample).
   """
-  spec = spec_from_config(config, adaptive, trace=True)
-  sampler = refine.jitted_sampler(model_apply(config), spec)
-  out = sampler(params, jnp.asarray(class_labels, jnp.int32), key,
-                settings_from_config(config.sample))
+  out = sample(config, params, class_labels, key, adaptive=adaptive, trace=True)
   frames = np.array(out.trace["labels"])
   steps = np.asarray(out.steps)
   for row, used in enumerate(steps):  # freeze finished rows on their final labels
     frames[used + 1:, row] = frames[used, row]
-  frames[-1] = np.asarray(out.labels)
   return frames
 
 
@@ -124,8 +145,6 @@ def sample_grid_fn(config: ml_collections.ConfigDict, params: Any,
   tok_module, tok_params = generate.load_tokenizer(config)
   classes = min(int(config.model.num_classes), 10)
   class_labels = np.repeat(np.arange(classes, dtype=np.int32), per_class)
-  spec = spec_from_config(config)
-  sampler = refine.jitted_sampler(model_apply(config), spec, TokenizerDecode(tok_module))
-  out = sampler(params, jnp.asarray(class_labels), jax.random.key(0),
-                settings_from_config(config.sample), tok_params)
+  out = sample(config, params, class_labels, jax.random.key(0),
+               decode=(TokenizerDecode(tok_module), tok_params))
   return np.asarray(out.images)
