@@ -56,11 +56,15 @@ def tokenizer_config(tiny: bool) -> ml_collections.ConfigDict:
   if tiny:
     return ml_collections.ConfigDict(dict(
         dim=8, dec_dim=8, latent_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
-        temporal_downsample=(False, True, True), dtype="float32", checkpoint=""))
+        temporal_downsample=(False, True, True), dtype="float32", checkpoint="",
+        frame_chunk=0, tile_latent=0, tile_overlap=2))
   return ml_collections.ConfigDict(dict(
       dim=160, dec_dim=256, latent_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
       temporal_downsample=(False, True, True), dtype="float32",
-      checkpoint="hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt"))
+      checkpoint="hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt",
+      frame_chunk=0,    # >0: videos stream this many latent frames per step (exact, less memory)
+      tile_latent=0,    # >0: decode in spatial tiles of this many latent tokens (approximate)
+      tile_overlap=2))  # latent tokens shared (linearly blended) by neighbouring tiles
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -1,10 +1,15 @@
 r"""HBQ tokenizer encode/decode time and memory (random weights), optionally next to the official.
 
   python -m grn_jax.benchmarks.tokenizer                       # d=16 image 256^2, d=64 17x256^2
+  python -m grn_jax.benchmarks.tokenizer --cases=video64 --frame_chunk=1
   python -m grn_jax.benchmarks.tokenizer --official=/path/to/MGenAI/GRN
+  python -m grn_jax.benchmarks.tokenizer --aot      # compile-only memory of the large decodes
 
-The official comparison imports the official repository from the given path (PyTorch needed)
-and loads the same weights. Compilation is timed separately from the steady-state run.
+The official comparison imports grn/models/hbq_tokenizer.py from the given checkout (PyTorch
+needed, CPU is fine), loads the same weights and reports its times and the largest latent and
+reconstruction differences. Compilation is timed separately from the steady-state runs (median
+of --repeats). Peak RSS is the process high-water mark after each row (run one case per process
+to attribute memory to it).
 """
 
 import os
@@ -24,6 +29,11 @@ from grn_jax.models import build_tokenizer
 _OFFICIAL = flags.DEFINE_string("official", None, "Path to the official GRN repository.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs after the compile run.")
 _CASES = flags.DEFINE_list("cases", ["image16", "video64"], "image16 and/or video64.")
+_FRAME_CHUNK = flags.DEFINE_integer("frame_chunk", 0, "config.tokenizer.frame_chunk (videos).")
+_DTYPE = flags.DEFINE_string("dtype", "float32", "Compute dtype of our tokenizer.")
+_AOT = flags.DEFINE_bool(
+    "aot", False, "Compile (no run) the decodes of a 1024^2 image and an 81-frame 480x832 video, "
+    "whole and with tiles / frame chunks, and print XLA's memory analysis of each program.")
 
 CASES = {
     # name: (latent_dim, input shape [B, (T,) H, W, 3])
@@ -32,44 +42,59 @@ CASES = {
 }
 
 
-def released_config(latent_dim: int, dtype: str = "float32") -> ml_collections.ConfigDict:
+def released_config(latent_dim: int, dtype: str = "float32",
+                    frame_chunk: int = 0) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       dim=160, dec_dim=256, latent_dim=latent_dim, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
-      temporal_downsample=(False, True, True), dtype=dtype))
+      temporal_downsample=(False, True, True), dtype=dtype, frame_chunk=frame_chunk))
 
 
 def _median_time(fn, repeats: int) -> float:
   times = []
-  for _ in range(repeats):
+  for _ in range(max(repeats, 1)):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return float(np.median(times))
 
 
-def time_ours(case: str, repeats: int, dtype: str = "float32"):
-  """(params, input, encode s, decode s, compile s)."""
+def _peak_rss_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def time_ours(case: str, repeats: int, dtype: str = "float32", frame_chunk: int = 0) -> dict:
+  """Params, input, latent, reconstruction, encode/decode seconds and compile seconds."""
   latent_dim, shape = CASES[case]
-  cfg = released_config(latent_dim, dtype)
-  tok = build_tokenizer(cfg)
+  tok = build_tokenizer(released_config(latent_dim, dtype, frame_chunk))
   x = jax.random.uniform(jax.random.key(0), shape, jnp.float32, -1, 1)
-  params = jax.jit(tok.init)(jax.random.key(1), x[:, :1] if x.ndim == 5 else x)
+  init_x = jnp.zeros(shape[:1] + (1, 32, 32, 3), jnp.float32)
+  params = jax.jit(tok.init)(jax.random.key(1), init_x)
   encode = jax.jit(lambda p, x: tok.apply(p, x, method="encode"))
   decode = jax.jit(lambda p, z: tok.apply(p, z, method="decode"))
   start = time.perf_counter()
+  encode = encode.lower(params, x).compile()
   z = jax.block_until_ready(encode(params, x))
-  jax.block_until_ready(decode(params, z))
+  decode = decode.lower(params, z).compile()
   compile_s = time.perf_counter() - start
   enc = _median_time(lambda: encode(params, x), repeats)
+  recon = decode(params, z)
   dec = _median_time(lambda: decode(params, z), repeats)
-  return params, x, enc, dec, compile_s
+  return dict(params=params, x=x, z=np.asarray(z), recon=np.asarray(recon), encode=enc,
+              decode=dec, compile=compile_s)
 
 
-def time_official(repo: str, case: str, params, x, repeats: int):
+def time_official(repo: str, case: str, params, x, repeats: int) -> dict:
+  """Times the official HBQ_Tokenizer (PyTorch, CPU) with the same weights and input."""
   os.environ["TORCH_COMPILE_DISABLE"] = "1"
-  import torch  # pylint: disable=g-import-not-at-top
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("--official needs PyTorch (pip install torch, CPU build).") from e
   torch.Tensor.cuda = lambda self, *a, **k: self
   torch.nn.Module.cuda = lambda self, *a, **k: self
+  if not os.path.exists(os.path.join(repo, "grn", "models", "hbq_tokenizer.py")):
+    raise FileNotFoundError(f"--official={repo!r} is not a checkout of the official GRN "
+                            "repository (no grn/models/hbq_tokenizer.py).")
   sys.path.insert(0, repo)
   from grn.models import hbq_tokenizer  # pylint: disable=g-import-not-at-top
   from grn_jax.convert.tokenizer import tokenizer_params_to_torch  # pylint: disable=g-import-not-at-top
@@ -81,12 +106,15 @@ def time_official(repo: str, case: str, params, x, repeats: int):
   xt = torch.from_numpy(np.asarray(x))
   xt = xt.permute(0, 4, 1, 2, 3) if xt.ndim == 5 else xt.permute(0, 3, 1, 2)[:, :, None]
   with torch.no_grad():
-    def enc():
-      return net.encode(xt)
-    z = enc()
-    enc_s = _median_time(enc, repeats)
+    z = net.encode(xt)
+    enc_s = _median_time(lambda: net.encode(xt), repeats)
+    recon = net.decode(z)
     dec_s = _median_time(lambda: net.decode(z), repeats)
-  return enc_s, dec_s, z.numpy()
+  z = z.numpy().transpose(0, 2, 3, 4, 1)
+  recon = recon.numpy().transpose(0, 2, 3, 4, 1)
+  if np.asarray(x).ndim == 4:
+    z, recon = z[:, 0], recon[:, 0]
+  return dict(encode=enc_s, decode=dec_s, z=z, recon=recon)
 
 
 def benchmark_rows(batch: int = 1, dtype: str = "float32", repeats: int = 2,
@@ -95,31 +123,67 @@ def benchmark_rows(batch: int = 1, dtype: str = "float32", repeats: int = 2,
   del batch
   rows = []
   for case in cases:
-    _, x, enc, dec, _ = time_ours(case, repeats, dtype)
+    r = time_ours(case, repeats, dtype)
     what = "image 256^2" if case == "image16" else "17x256^2 clip"
-    rows.append(dict(name=f"tokenizer encode, {what} (d={CASES[case][0]})", seconds=enc,
-                     items=1, unit="images" if x.ndim == 4 else "clips", flops=0.0))
-    rows.append(dict(name=f"tokenizer decode, {what} (d={CASES[case][0]})", seconds=dec,
-                     items=1, unit="images" if x.ndim == 4 else "clips", flops=0.0))
+    unit = "images" if r["x"].ndim == 4 else "clips"
+    for stage in ("encode", "decode"):
+      rows.append(dict(name=f"tokenizer {stage}, {what} (d={CASES[case][0]})",
+                       seconds=r[stage], items=1, unit=unit, flops=0.0))
   return rows
+
+
+# name: (latent_dim, latent shape [B, (T,) h, w, d], tokenizer overrides)
+AOT_CASES = {
+    "image 1024^2 (d=16), whole": (16, (1, 64, 64, 16), {}),
+    "image 1024^2 (d=16), tiles 32+8": (16, (1, 64, 64, 16), dict(tile_latent=32, tile_overlap=8)),
+    "video 81x480x832 (d=64), whole": (64, (1, 21, 30, 52, 64), {}),
+    "video 81x480x832 (d=64), frame_chunk=1": (64, (1, 21, 30, 52, 64), dict(frame_chunk=1)),
+    "video 81x480x832 (d=64), chunk=1 + tiles 32+8": (
+        64, (1, 21, 30, 52, 64), dict(frame_chunk=1, tile_latent=32, tile_overlap=8)),
+}
+
+
+def aot_decode_memory(latent_dim: int, shape, dtype: str, **overrides) -> dict[str, int]:
+  """Bytes of the compiled decode program (abstract params and latent: nothing is allocated)."""
+  cfg = released_config(latent_dim, dtype)
+  cfg.update(overrides)
+  tok = build_tokenizer(cfg)
+  params = jax.eval_shape(tok.init, jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
+  z = jax.ShapeDtypeStruct(shape, jnp.float32)
+  compiled = jax.jit(lambda p, z: tok.apply(p, z, method="decode")).lower(params, z).compile()
+  m = compiled.memory_analysis()
+  return dict(arguments=m.argument_size_in_bytes, outputs=m.output_size_in_bytes,
+              temp=m.temp_size_in_bytes)
+
+
+def run_aot():
+  platform = jax.devices()[0].platform
+  print(f"decode programs compiled for {platform} ({_DTYPE.value}); bytes from "
+        "compiled.memory_analysis(), nothing run")
+  print(f"{'case':<48}{'params+latent GiB':>18}{'output GiB':>11}{'temp GiB':>10}")
+  for name, (latent_dim, shape, overrides) in AOT_CASES.items():
+    m = aot_decode_memory(latent_dim, shape, _DTYPE.value, **overrides)
+    print(f"{name:<48}{m['arguments'] / 2**30:>18.2f}{m['outputs'] / 2**30:>11.2f}"
+          f"{m['temp'] / 2**30:>10.2f}", flush=True)
 
 
 def main(argv):
   del argv
-  print(f"{'case':<34}{'encode s':>10}{'decode s':>10}{'compile s':>11}")
+  if _AOT.value:
+    run_aot()
+    return
+  print(f"{'case':<32}{'encode s':>10}{'decode s':>10}{'compile s':>11}{'peak RSS GiB':>14}")
   for case in _CASES.value:
-    params, x, enc, dec, compile_s = time_ours(case, _REPEATS.value)
-    print(f"{'grn_jax ' + case:<34}{enc:>10.2f}{dec:>10.2f}{compile_s:>11.1f}", flush=True)
+    r = time_ours(case, _REPEATS.value, _DTYPE.value, _FRAME_CHUNK.value)
+    label = f"grn_jax {case}" + (f" chunk={_FRAME_CHUNK.value}" if _FRAME_CHUNK.value else "")
+    print(f"{label:<32}{r['encode']:>10.2f}{r['decode']:>10.2f}{r['compile']:>11.1f}"
+          f"{_peak_rss_gib():>14.1f}", flush=True)
     if _OFFICIAL.value:
-      off_enc, off_dec, off_z = time_official(_OFFICIAL.value, case, params, x, _REPEATS.value)
-      ours_z = np.asarray(jax.jit(lambda p, x: build_tokenizer(released_config(
-          CASES[case][0])).apply(p, x, method="encode"))(params, x))
-      off_z = off_z.transpose(0, 2, 3, 4, 1)
-      off_z = off_z[:, 0] if ours_z.ndim == 4 else off_z
-      print(f"{'official ' + case:<34}{off_enc:>10.2f}{off_dec:>10.2f}{'':>11}"
-            f"   max|latent diff| {np.abs(ours_z - off_z).max():.1e}", flush=True)
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-  print(f"process peak RSS {rss:.1f} GiB")
+      o = time_official(_OFFICIAL.value, case, r["params"], r["x"], _REPEATS.value)
+      rel = np.abs(r["recon"] - o["recon"]).max() / np.abs(o["recon"]).max()
+      print(f"{'official ' + case:<32}{o['encode']:>10.2f}{o['decode']:>10.2f}{'':>11}"
+            f"{_peak_rss_gib():>14.1f}   max|latent diff| {np.abs(r['z'] - o['z']).max():.1e}"
+            f", recon max|diff|/max|ref| {rel:.1e}", flush=True)
 
 
 if __name__ == "__main__":
