@@ -77,7 +77,7 @@ def time_ours(case: str, repeats: int, dtype: str = "float32", frame_chunk: int 
   decode = decode.lower(params, z).compile()
   compile_s = time.perf_counter() - start
   enc = _median_time(lambda: encode(params, x), repeats)
-  recon = decode(params, z)
+  recon = jax.block_until_ready(decode(params, z))  # (dispatch is async: finish before timing)
   dec = _median_time(lambda: decode(params, z), repeats)
   return dict(params=params, x=x, z=np.asarray(z), recon=np.asarray(recon), encode=enc,
               decode=dec, compile=compile_s)
