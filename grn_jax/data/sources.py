@@ -109,8 +109,12 @@ class ImageFolderSource:
     return f"ImageFolderSource({len(self._files)} images, {len(self.classes)} classes)"
 
 
-def tfds_source(name: str, split: str, data_dir: str | None):
-  """tfds random-access source (ArrayRecord); elements {'image': uint8, 'label': int}."""
+def tfds_source(name: str, split: str, data_dir: str | None,
+                folder_option: str = "config.data.source='folder'"):
+  """tfds random-access source (ArrayRecord); elements {'image': uint8, 'label': int}.
+
+  `folder_option` is how the caller's user picks an image folder instead (named in the error).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir or None)
@@ -119,7 +123,7 @@ def tfds_source(name: str, split: str, data_dir: str | None):
     if name.startswith("imagenet2012"):
       hint = (" ImageNet needs a manual download: put the ILSVRC2012 tars in a folder and run "
               f"`tfds build {name} --manual_dir=FOLDER` (array_record format), or use "
-              "config.data.source='folder' with an ImageFolder tree.")
+              f"{folder_option} with an ImageFolder tree.")
     raise RuntimeError(f"tfds data set {name!r} (split {split!r}, data_dir {data_dir!r}) is not "
                        f"available: {e}.{hint}") from e
 

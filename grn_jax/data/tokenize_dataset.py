@@ -35,6 +35,7 @@ import numpy as np
 from grn_jax import hbq
 from grn_jax.data import images as images_lib
 from grn_jax.data import label_shards
+from grn_jax.data import sources
 
 PLAN_FILE = "plan.json"
 
@@ -89,17 +90,7 @@ class TfdsReader:
 
 
 def open_tfds(name: str, split: str, data_dir: str | None) -> TfdsReader:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir or None)
-  except Exception as e:  # tfds raises several types for "not prepared" / offline.
-    hint = ""
-    if name.startswith("imagenet2012"):
-      hint = (" ImageNet needs a manual download: put the ILSVRC2012 tars in a folder and run "
-              f"`tfds build {name} --manual_dir=FOLDER --file_format=array_record`, or use "
-              "--source=folder with an ImageFolder tree.")
-    raise RuntimeError(f"tfds data set {name!r} (split {split!r}, data_dir {data_dir!r}) is not "
-                       f"available: {e}.{hint}") from e
+  source = sources.tfds_source(name, split, data_dir, folder_option="--source=folder")
   return TfdsReader(source, name, split)
 
 
