@@ -10,7 +10,7 @@ import pytest
 from configs import c2i as c2i_configs
 from grn_jax.convert import c2i as c2i_convert
 from grn_jax.convert import common
-import test_grn_c2i as helpers
+from tests.models import test_grn_c2i as helpers
 
 
 def test_round_trip_and_net_prefix_optional():

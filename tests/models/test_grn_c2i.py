@@ -9,11 +9,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-import c2i_reference
 from configs import c2i as c2i_configs
 from grn_jax import hbq
 from grn_jax.convert import c2i as c2i_convert
 from grn_jax.models import build_c2i, layers
+from tests.models import c2i_reference
 
 
 def tiny_cfg(label_mode="ind", **kw):

@@ -10,7 +10,7 @@ import numpy as np
 
 from grn_jax import checkpointing
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 WORKER = r"""
 import sys

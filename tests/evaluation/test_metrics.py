@@ -1,12 +1,10 @@
-"""Fréchet distance, Inception Score, precision/recall, reference files, npz streaming."""
+"""Fréchet distance, Inception Score, precision/recall."""
 
 import numpy as np
 import pytest
 from scipy import linalg
 
-from grn_jax.evaluation import fid
 from grn_jax.evaluation import metrics
-from grn_jax.evaluation import reference
 
 
 def _reference_fd(mu1, s1, mu2, s2):
@@ -100,36 +98,3 @@ def test_precision_recall():
   got_p, got_r = metrics.precision_recall(real, fake, k=3, block=64)
   assert got_p == pytest.approx(want_p, abs=1 / 200) and got_r == pytest.approx(want_r, abs=1 / 300)
   assert 0 < got_p < 1 and 0 < got_r < 1
-
-
-def test_reference_files(tmp_path):
-  with pytest.raises(FileNotFoundError, match="openaipublic.*VIRTUAL_imagenet256_labeled"):
-    reference.load_reference(str(tmp_path / "VIRTUAL_imagenet256_labeled.npz"))
-  with pytest.raises(FileNotFoundError, match="LTH14/JiT"):
-    reference.load_reference(str(tmp_path / "jit_in256_stats.npz"))
-  mu, sigma = np.arange(3.0), np.eye(3)
-  np.savez(tmp_path / "adm.npz", mu=mu, sigma=sigma, arr_0=np.zeros((2, 4, 4, 3), np.uint8),
-           mu_s=mu, sigma_s=sigma)
-  ref = reference.load_reference(str(tmp_path / "adm.npz"), need_images=True)
-  np.testing.assert_array_equal(ref["mu"], mu)
-  assert ref["images"].shape == (2, 4, 4, 3)
-  reference.save_stats(str(tmp_path / "own.npz"), mu, sigma)
-  with pytest.raises(KeyError, match="no reference images"):
-    reference.load_reference(str(tmp_path / "own.npz"), need_images=True)
-  np.savez(tmp_path / "bad.npz", mean=mu)
-  with pytest.raises(KeyError, match="'mu' and 'sigma'"):
-    reference.load_reference(str(tmp_path / "bad.npz"))
-
-
-def test_iter_npz_images_streams_batches(tmp_path):
-  images = np.random.default_rng(0).integers(0, 256, (7, 5, 6, 3), dtype=np.uint8)
-  np.savez(tmp_path / "s.npz", images=images, labels=np.arange(7))
-  np.savez_compressed(tmp_path / "adm.npz", arr_0=images)
-  for name in ("s.npz", "adm.npz"):
-    batches = list(fid.iter_npz_images(str(tmp_path / name), 3))
-    assert [len(b) for b in batches] == [3, 3, 1]
-    np.testing.assert_array_equal(np.concatenate(batches), images)
-  assert sum(len(b) for b in fid.iter_npz_images(str(tmp_path / "s.npz"), 3, limit=4)) == 4
-  np.savez(tmp_path / "bad.npz", labels=np.arange(3))
-  with pytest.raises(KeyError, match="expected images"):
-    list(fid.iter_npz_images(str(tmp_path / "bad.npz"), 3))

@@ -183,14 +183,3 @@ def test_tfds_reader_skips_failing_elements():
   assert image.shape == (20, 30, 3) and label == 7 and "n0_0.JPEG" in ident and not reason
   image, _, ident, reason = reader.load(1)
   assert image is None and "corrupt JPEG" in reason and "fake/train[1]" in ident
-
-
-def test_center_crop_adm_known_values():
-  # A 2x-too-large gradient: one BOX halving, then identity BICUBIC; centre crop.
-  img = np.tile(np.arange(128, dtype=np.uint8)[None, :, None], (64, 1, 3))
-  out = images_lib.center_crop_adm(img, 32)
-  assert out.shape == (32, 32, 3)
-  halved = img.reshape(32, 2, 64, 2, 3).mean(axis=(1, 3))
-  np.testing.assert_allclose(out, np.round(halved[:, 16:48]), atol=1)
-  with pytest.raises(images_lib.ImageDecodeError):
-    images_lib.decode_image(b"\x89PNG\r\n\x1a\n garbage", "x.png")

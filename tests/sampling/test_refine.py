@@ -1,72 +1,14 @@
-"""The refinement sampler: schedules, guidance, keep semantics, adaptive budgets, compiles."""
+"""The refinement loop: keep semantics, adaptive budgets, guidance skipping, compiles."""
 
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import c2i as c2i_configs
-from grn_jax import sharding
-from grn_jax.sampling import api, guidance, refine, schedules
-
-
-def test_schedules_golden_values():
-  u = jnp.array([0.0, 0.25, 0.5, 1.0])
-  np.testing.assert_allclose(schedules.keep_ratio(u, "linear"), [0, .25, .5, 1])
-  np.testing.assert_allclose(schedules.keep_ratio(u, "cosine"),
-                             [0, 1 - np.cos(np.pi / 8), 1 - np.cos(np.pi / 4), 1], atol=1e-7)
-  # shift 4: 1 - 4 (1-u) / (1 + 3 (1-u)); u = .5 -> 1 - 2 / 2.5 = 0.2
-  np.testing.assert_allclose(schedules.keep_ratio(u, "shifted", 4.0), [0, 1 - 3 / 3.25, .2, 1],
-                             atol=1e-7)
-  np.testing.assert_allclose(schedules.keep_ratio(u, "shifted", 1.0), u)
-  # Official C2I grid: t_i = linspace(0, 1, S + 1).
-  np.testing.assert_allclose(schedules.progress(jnp.arange(51), 50, 50, 5),
-                             np.linspace(0, 1, 51), atol=1e-6)
-  # Stretched: warm-up 5 of base 50, budget 15 -> u_10 = .1 + .9 * 5 / 10 = .55.
-  np.testing.assert_allclose(schedules.progress(jnp.array([5, 10, 15]), 15, 50, 5),
-                             [.1, .55, 1.0], atol=1e-6)
-  with pytest.raises(ValueError, match="schedule"):
-    schedules.keep_ratio(u, "cosinus")
-
-
-def test_guidance_matches_numpy_reference():
-  rng = np.random.default_rng(0)
-  cond, uncond = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 3, 4))
-  t = np.array([0.3, 0.6])
-  out = guidance.combine(jnp.asarray(cond), jnp.asarray(uncond), jnp.asarray(t), 2.35, 0.44, 1.0)
-  scale = np.where((t < 1.0) & (t > 0.44), 2.35, 1.0)[:, None, None]
-  np.testing.assert_allclose(out, uncond + scale * (cond - uncond), rtol=1e-5)
-  # power-cos (low < 0): base is the conditional logits.
-  out = guidance.combine(jnp.asarray(cond), jnp.asarray(uncond), jnp.asarray(t), 3.0, -2.0, 1.0)
-  g = ((1 - np.cos(np.pi * t**2)) / 2)[:, None, None]
-  np.testing.assert_allclose(out, cond + 3.0 * g * (cond - uncond), rtol=1e-5)
-  active = guidance.interval_active(jnp.array([0.0, 0.3, 0.5, 1.0]), 2.0, 0.44, 1.0)
-  np.testing.assert_array_equal(active, [False, False, True, False])
-  np.testing.assert_array_equal(guidance.interval_active(jnp.array([.5]), 1.0, 0.0, 1.0), [False])
-
-
-class ScriptedModel:
-  """A fake network: logits favour label (class + position) % K with a per-class sharpness."""
-
-  def __init__(self, shape, classes, sharpness):
-    self.shape, self.classes = shape, classes
-    self.sharpness = jnp.asarray(sharpness, jnp.float32)
-    self.calls = 0
-
-  def __call__(self, params, labels, t, class_labels):
-    del params, t
-    h, w, d = self.shape
-    pos = jnp.arange(h * w * d).reshape(h, w, d)
-    target = (class_labels[:, None, None, None] + pos) % self.classes
-    onehot = jax.nn.one_hot(target, self.classes)
-    sharp = self.sharpness[jnp.minimum(class_labels, len(self.sharpness) - 1)]
-    return onehot * sharp[:, None, None, None, None]
-
-  def __hash__(self):
-    return id(self)
+from grn_jax.sampling import refine
+from tests.sampling.scripted_model import ScriptedModel
 
 
 def _spec(**kw):
@@ -192,29 +134,6 @@ def test_budget_from_entropy_official_constants():
   # GRN-SPEC F.4 examples: H=0.80 -> remainder 16 -> 21 steps; 0.845 -> 35 -> 40; low -> 10.
   np.testing.assert_array_equal(refine.budget_from_entropy(h, spec, settings),
                                 [10, 10, 21, 40, 50])
-
-
-def test_deterministic_given_seed_and_sharded_equals_single_device():
-  config = c2i_configs.get_config("variant=tiny")
-  config.sample.update(num_steps=4, cfg_scale=2.0, cfg_interval=(0.2, 1.0), temperature=1.0)
-  module = api.model_apply(config).module
-  x = (jnp.zeros((1, 4, 4, 4), jnp.int32), jnp.zeros(1), jnp.zeros(1, jnp.int32))
-  abstract = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), *x)["params"])
-  rng = np.random.default_rng(0)  # random params without compiling init
-  params = jax.tree.map(lambda a: rng.normal(0, 0.3, a.shape).astype(np.float32), abstract)
-  classes = np.arange(8, dtype=np.int32) % 10
-  a, _ = api.sample_labels(config, params, classes, jax.random.key(7))
-  b, _ = api.sample_labels(config, params, classes, jax.random.key(7))
-  c, _ = api.sample_labels(config, params, classes, jax.random.key(8))
-  np.testing.assert_array_equal(a, b)
-  assert (np.asarray(a) != np.asarray(c)).any()
-  mesh = sharding.make_mesh({"data": -1})
-  with jax.set_mesh(mesh):
-    sharded = jax.device_put(classes, sharding.batch_sharding(mesh, 1))
-    d, _ = api.sample_labels(config, params, sharded, jax.random.key(7))
-  np.testing.assert_array_equal(a, d)
-  # The loop state stays batch-sharded: every device holds one row.
-  assert {shard.data.shape[0] for shard in d.addressable_shards} == {1}
 
 
 def test_per_row_keys_make_rows_independent_of_their_batch():
