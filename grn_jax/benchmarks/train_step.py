@@ -47,7 +47,7 @@ FLAGS = flags.FLAGS
 
 def bench_config(variant: str, batch: int, dtype: str, remat: str = "none", scan: bool = False):
   config = c2i_configs.get_config(f"variant={variant}")
-  config.global_batch_size = batch
+  config.train.global_batch_size = batch
   config.model.update(dtype=dtype, remat_policy=remat, scan_layers=scan)
   config.mesh.update(data=-1, fsdp=1, tensor=1)
   return config
@@ -55,7 +55,7 @@ def bench_config(variant: str, batch: int, dtype: str, remat: str = "none", scan
 
 def abstract_batch(config, step_fn):
   h, w, d = trainer.pipeline.label_shape(config.model)
-  b = config.global_batch_size
+  b = config.train.global_batch_size
   return {"labels": jax.ShapeDtypeStruct((b, h, w, d), jnp.int32,
                                          sharding=step_fn.batch_shardings["labels"]),
           "class_labels": jax.ShapeDtypeStruct((b,), jnp.int32,
@@ -67,7 +67,7 @@ def compile_train_step(config, devices=None):
   mesh = sharding.make_mesh(config.mesh, devices)
   start = time.perf_counter()
   abstract, shardings, model, tx, lr_fn = trainer.create_train_state(
-      config, mesh, config.train_examples, abstract_only=True)
+      config, mesh, config.train.train_examples, abstract_only=True)
   step_fn = trainer.make_train_step(config, mesh, model, tx, lr_fn, shardings)
   with jax.set_mesh(mesh):
     compiled = step_fn.jitted.lower(abstract, abstract_batch(config, step_fn)).compile()
@@ -90,14 +90,14 @@ def time_ours(config, steps: int) -> tuple[float, float]:
   mesh = sharding.make_mesh(config.mesh, [device])
   start = time.perf_counter()
   state, shardings, model, tx, lr_fn = trainer.create_train_state(
-      config, mesh, config.train_examples)
+      config, mesh, config.train.train_examples)
   step_fn = trainer.make_train_step(config, mesh, model, tx, lr_fn, shardings)
   h, w, d = trainer.pipeline.label_shape(config.model)
   rng = np.random.default_rng(0)
   k = 2**config.model.hbq_rounds if config.model.label_mode == "ind" else 2
   batch = sharding.shard_host_batch(
-      {"labels": rng.integers(0, k, (config.global_batch_size, h, w, d), dtype=np.int32),
-       "class_labels": rng.integers(0, config.model.num_classes, config.global_batch_size,
+      {"labels": rng.integers(0, k, (config.train.global_batch_size, h, w, d), dtype=np.int32),
+       "class_labels": rng.integers(0, config.model.num_classes, config.train.global_batch_size,
                                     dtype=np.int32)}, mesh)
   state, metrics = step_fn(state, batch)
   jax.block_until_ready(metrics)
@@ -124,14 +124,15 @@ def time_official(repo: str, config, steps: int) -> float:
   args = types.SimpleNamespace(
       model=f"GRN_{FLAGS.variant}", img_size=16 * m.input_size, in_channels=256,
       class_num=m.num_classes, attn_dropout=0.0, proj_dropout=0.0, label_drop_prob=0.1,
-      P_mean=config.P_mean, P_std=config.P_std, t_eps=5e-2, noise_scale=1.0,
+      P_mean=config.corruption.keep_logit_mean, P_std=config.corruption.keep_logit_std,
+      t_eps=5e-2, noise_scale=1.0,
       ema_decay1=0.9999, ema_decay2=0.9996, sampling_method="euler", num_sampling_steps=50,
       cfg=1.0, interval_min=0.0, interval_max=1.0, method="GRN_ind", hbq_round=m.hbq_rounds)
   model = Denoiser(args).train()
   model.ema_params1 = [p.detach().clone() for p in model.parameters()]
   model.ema_params2 = [p.detach().clone() for p in model.parameters()]
   optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.95))
-  b = config.global_batch_size
+  b = config.train.global_batch_size
   x = torch.randint(0, 16, (b, m.latent_dim, m.input_size, m.input_size))
   y = torch.randint(0, m.num_classes, (b,))
 

@@ -117,7 +117,7 @@ def c2i_params_from_torch(state_dict: dict[str, Any],
   """
   grn_c2i.validate_model_config(model_config)
   mapper = common.KeyMapper(common.strip_prefix(state_dict, "net."),
-                            context=f"C2I {model_config.get('name', '')}, "
+                            context=f"C2I {model_config.name}, "
                                     f"label_mode={model_config.label_mode}")
   params: dict = {}
   for entry in _key_table(model_config):
@@ -125,7 +125,7 @@ def c2i_params_from_torch(state_dict: dict[str, Any],
     if value is not None:
       common.set_in(params, entry.path, np.ascontiguousarray(value, np.float32))
   mapper.finish()
-  if model_config.get("scan_layers", False):
+  if model_config.scan_layers:
     for stack in ("blocks_pre", "blocks_post"):
       _stack_blocks(params, stack)
   return params

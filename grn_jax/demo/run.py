@@ -28,9 +28,15 @@ import ml_collections
 import numpy as np
 
 from grn_jax import checkpointing
+from grn_jax import config_check
+from grn_jax import models
+from grn_jax import tokenizer_io
 from grn_jax.demo import digits
 from grn_jax.demo import images as image_files
 from grn_jax.trainers import tokenizer as tokenizer_trainer
+
+DEMO_FIELDS = ("grid_per_class", "animation_classes", "gif_frame_ms", "compare_adaptive",
+               "evaluate")
 
 
 def _say(message: str) -> None:
@@ -54,6 +60,7 @@ class _StepProgress(py_logging.Handler):
 
 def validate_demo_config(config: ml_collections.ConfigDict) -> None:
   """Fails at start-up naming the field."""
+  config_check.check_fields(config.demo, "demo", DEMO_FIELDS)
   if config.data.source != "arrays":
     raise ValueError(f"the demo trains on in-memory labels: config.data.source must be "
                      f"'arrays', got {config.data.source!r}.")
@@ -112,7 +119,7 @@ def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
   from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
   from grn_jax.trainers import c2i  # pylint: disable=g-import-not-at-top
   steps = c2i.total_train_steps(config, len(labels))
-  _say(f"[4/6] GRN: {steps} steps of batch {config.global_batch_size} on labels "
+  _say(f"[4/6] GRN: {steps} steps of batch {config.train.global_batch_size} on labels "
        f"{labels.shape}")
   bar = tqdm.tqdm(total=steps, desc="GRN", unit="step")
   handler = _StepProgress(bar)

@@ -19,10 +19,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from grn_jax import config_check
 from grn_jax import hbq
 from grn_jax import sharding
 from grn_jax.models import build_c2i
 from grn_jax.sampling import refine
+
+SAMPLE_FIELDS = ("num_steps", "cfg_scale", "cfg_interval", "temperature", "schedule",
+                 "schedule_shift", "keep_mode", "adaptive", "warmup_steps", "min_steps",
+                 "max_steps", "entropy_k", "entropy_b", "entropy_budget", "params", "checkpoint",
+                 "seed", "per_class", "num_images", "batch_size", "output_dir", "write_npz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +64,15 @@ def settings_from_config(sample_cfg: ml_collections.ConfigDict) -> refine.Sample
   return refine.SamplerSettings(
       cfg_scale=float(sample_cfg.cfg_scale), cfg_low=float(low), cfg_high=float(high),
       temperature=float(sample_cfg.temperature),
-      entropy_k=float(sample_cfg.get("entropy_k", refine.OFFICIAL_ENTROPY_K)),
-      entropy_b=float(sample_cfg.get("entropy_b", refine.OFFICIAL_ENTROPY_B)),
-      schedule_shift=float(sample_cfg.get("schedule_shift", 1.0)))
+      entropy_k=float(sample_cfg.entropy_k), entropy_b=float(sample_cfg.entropy_b),
+      schedule_shift=float(sample_cfg.schedule_shift))
 
 
 def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = None,
                      trace: bool = False, trace_previews: bool = False) -> refine.SamplerSpec:
   """The static sampler structure of a config (errors name the offending field)."""
   model, sample = config.model, config.sample
+  config_check.check_fields(sample, "sample", SAMPLE_FIELDS)
   if sample.temperature <= 0:
     raise ValueError(f"config.sample.temperature must be > 0, got {sample.temperature}.")
   if len(tuple(sample.cfg_interval)) != 2:
@@ -77,12 +83,10 @@ def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = 
       label_classes=hbq.num_classes(model.hbq_rounds, model.label_mode),
       null_class=model.num_classes, hbq_rounds=model.hbq_rounds, label_mode=model.label_mode,
       num_steps=int(sample.num_steps), schedule=sample.schedule,
-      adaptive=bool(sample.get("adaptive", False) if adaptive is None else adaptive),
-      warmup_steps=int(sample.get("warmup_steps", refine.OFFICIAL_WARMUP_STEPS)),
-      min_steps=int(sample.get("min_steps", 10)),
-      max_steps=int(sample.get("max_steps", sample.num_steps)),
-      entropy_budget=sample.get("entropy_budget", "after_warmup"),
-      keep_mode=sample.get("keep_mode", "random"), trace=trace, trace_previews=trace_previews)
+      adaptive=bool(sample.adaptive if adaptive is None else adaptive),
+      warmup_steps=int(sample.warmup_steps), min_steps=int(sample.min_steps),
+      max_steps=int(sample.max_steps), entropy_budget=sample.entropy_budget,
+      keep_mode=sample.keep_mode, trace=trace, trace_previews=trace_previews)
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,7 +101,7 @@ def _loads(text: str) -> dict:
 
 def model_apply(config: ml_collections.ConfigDict) -> ModelApply:
   """The (cached, hashable) apply_fn of config.model with config.sharding_rules."""
-  rules = sharding.rules_from_config(config.get("sharding_rules", ()))
+  rules = sharding.rules_from_config(config.sharding_rules)
   return _model_apply(config.model.to_json(), tuple(rules))
 
 

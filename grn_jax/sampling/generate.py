@@ -55,7 +55,7 @@ def load_tokenizer(config: ml_collections.ConfigDict):
 
 def load_sampling_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """GRN params: config.sample.checkpoint (params dir) or the latest training checkpoint."""
-  explicit = config.sample.get("checkpoint", "")
+  explicit = config.sample.checkpoint
   if explicit:
     logging.info("sampling with the params directory %s", explicit)
     return checkpointing.restore_params(explicit)
@@ -178,7 +178,7 @@ def generate(config: ml_collections.ConfigDict, params: Any, decode_fn, decode_p
   """
   sample_cfg = config.sample
   labels = class_schedule(int(config.model.num_classes), int(sample_cfg.per_class),
-                          int(sample_cfg.get("num_images", -1)))
+                          int(sample_cfg.num_images))
   total = len(labels)
   batch = int(sample_cfg.batch_size)
   mesh = mesh or sharding.make_mesh(config.mesh)
@@ -201,7 +201,7 @@ def generate(config: ml_collections.ConfigDict, params: Any, decode_fn, decode_p
   spec = api.spec_from_config(config)
   sampler = refine.jitted_sampler(api.model_apply(config), spec, Uint8Decode(decode_fn))
   settings = api.settings_from_config(sample_cfg).as_arrays()
-  base_key = jax.random.key(int(sample_cfg.get("seed", 0)))
+  base_key = jax.random.key(int(sample_cfg.seed))
   run = _batch_runner(sampler)
 
   params = place_params(config, params, mesh)
@@ -263,7 +263,7 @@ def write_npz(out_dir: str, path: str, total: int) -> None:
 
 def generate_to_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The `--mode=sample` entry point; returns the path of samples.npz (or the PNG folder)."""
-  out_dir = config.sample.get("output_dir", "") or os.path.join(workdir, "samples")
+  out_dir = config.sample.output_dir or os.path.join(workdir, "samples")
   params = load_sampling_params(config, workdir)
   tok_module, tok_params = load_tokenizer(config)
   summary = generate(config, params, api.TokenizerDecode(tok_module), tok_params, out_dir)
@@ -272,7 +272,7 @@ def generate_to_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
     return out_dir
   print(f"{summary['total']} samples in {out_dir} ({summary['generated']} generated now, mean "
         f"steps {summary['mean_steps']:.2f}, mean NFE {summary['mean_nfe']:.2f})")
-  if not config.sample.get("write_npz", True):
+  if not config.sample.write_npz:
     return out_dir
   path = os.path.join(out_dir, "samples.npz")
   write_npz(out_dir, path, summary["total"])

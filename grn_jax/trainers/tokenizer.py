@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from grn_jax import config_check
 from grn_jax import hbq
 from grn_jax.models import build_tokenizer
 
@@ -38,9 +39,7 @@ class TokenizerState:
 
 def validate_train_config(cfg: ml_collections.ConfigDict, num_images: int) -> None:
   """config.tokenizer_train: fails naming the field."""
-  missing = [f for f in TRAIN_FIELDS if f not in cfg]
-  if missing:
-    raise ValueError(f"config.tokenizer_train lacks fields {missing}.")
+  config_check.check_fields(cfg, "tokenizer_train", TRAIN_FIELDS)
   if cfg.steps < 1 or cfg.batch_size < 1:
     raise ValueError(f"config.tokenizer_train.steps and batch_size must be >= 1, got "
                      f"{cfg.steps} and {cfg.batch_size}.")

@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -13,9 +12,7 @@ from grn_jax.models import build_tokenizer
 
 
 def tiny_cfg():
-  return ml_collections.ConfigDict(dict(
-      dim=8, dec_dim=8, latent_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
-      temporal_downsample=(False, True, True), dtype="float32"))
+  return tokenizer_configs.tokenizer_config("tiny")  # dim 8, latent 4, dim_mult (1, 2, 2, 2)
 
 
 def _residual(out, prefix, cin, cout):

@@ -11,9 +11,9 @@ from grn_jax.data import sources
 from grn_jax.data import transforms
 
 
-def _config(**overrides):
+def _config(**train_overrides):
   config = c2i_configs.get_config("variant=tiny")
-  config.update(overrides)
+  config.train.update(train_overrides)
   return config
 
 

@@ -2,18 +2,16 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from configs import tokenizer as tokenizer_configs
 from grn_jax.models import build_tokenizer
 from grn_jax.models import tokenizer as tok_lib
 
 
 def tiny_cfg(**kw):
-  cfg = ml_collections.ConfigDict(dict(
-      dim=8, dec_dim=8, latent_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
-      temporal_downsample=(False, True, True), dtype="float32"))
+  cfg = tokenizer_configs.tokenizer_config("tiny")  # dim 8, latent 4, dim_mult (1, 2, 2, 2)
   cfg.update(kw)
   return cfg
 

@@ -23,11 +23,11 @@ def compilation_cache(tmp_path_factory):
   jax.config.update("jax_compilation_cache_dir", None)
 
 
-def _config(total_steps, **overrides):
+def _config(total_steps, **train_overrides):
   config = c2i_configs.get_config("variant=tiny")
   fields = dict(total_steps=total_steps, peak_flops_per_device=1e11, log_every_steps=2,
                 checkpoint_every_steps=3)
-  config.update({**fields, **overrides})
+  config.train.update({**fields, **train_overrides})
   return config
 
 

@@ -23,8 +23,8 @@ if num_processes > 1:
 from configs import c2i
 from grn_jax.trainers import c2i as trainer
 config = c2i.get_config("variant=tiny")
-config.update(total_steps=4, checkpoint_every_steps=4, log_every_steps=2,
-              peak_flops_per_device=1e11)
+config.train.update(total_steps=4, checkpoint_every_steps=4, log_every_steps=2,
+                    peak_flops_per_device=1e11)
 assert jax.device_count() == 4, jax.devices()
 trainer.train_and_evaluate(config, workdir)
 print("done", process_id)

@@ -14,9 +14,9 @@ from grn_jax.trainers import c2i as trainer
 from grn_jax.trainers import c2i_step
 
 
-def _config(**overrides):
+def _config(**train_overrides):
   config = c2i_configs.get_config("variant=tiny")
-  config.update(overrides)
+  config.train.update(train_overrides)
   return config
 
 
@@ -89,7 +89,7 @@ def test_step_values_and_sharded_equals_single_device():
   for _ in range(3):
     state1, m1 = step1(state1, batch1)
     if int(state1.step) == 1:  # ema <- d * ema + (1 - d) * new params, exactly
-      for ema, ema0, decay in zip(state1.ema_params, emas0, config.ema_decays):
+      for ema, ema0, decay in zip(state1.ema_params, emas0, config.train.ema_decays):
         want = jax.tree.map(lambda e, p, d=decay: np.float32(d) * e + np.float32(1 - d) * p,
                             ema0, jax.tree.map(np.asarray, state1.params))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6,
