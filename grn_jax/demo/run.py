@@ -67,9 +67,7 @@ def validate_demo_config(config: ml_collections.ConfigDict) -> None:
   if config.data.image_size != 16 * config.model.input_size:
     raise ValueError(f"config.data.image_size={config.data.image_size} must be 16 * "
                      f"config.model.input_size={config.model.input_size}.")
-  if config.tokenizer.latent_dim != config.model.latent_dim:
-    raise ValueError(f"config.tokenizer.latent_dim={config.tokenizer.latent_dim} != "
-                     f"config.model.latent_dim={config.model.latent_dim}.")
+  tokenizer_io.check_latent_dim(config)
   if config.model.num_classes != digits.NUM_CLASSES:
     raise ValueError(f"config.model.num_classes must be {digits.NUM_CLASSES} for the digits, "
                      f"got {config.model.num_classes}.")
@@ -102,16 +100,18 @@ def labels_stage(config, workdir: str, params, images: np.ndarray, classes: np.n
     with np.load(path) as data:
       if data["labels"].shape[0] == len(images):
         return data["labels"]
-  encode = tokenizer_trainer.make_encode_fn(config)
-  labels = tokenizer_trainer.batched(encode, params, images, 256)
+  encode = tokenizer_io.make_encode_fn(models.build_tokenizer(config.tokenizer),
+                                       config.model.hbq_rounds, config.model.label_mode)
+  labels = tokenizer_io.batched(encode, params, images, 256)
   np.savez_compressed(path, labels=labels, class_labels=classes)
   return labels
 
 
 def reconstruction_stage(config, params, labels: np.ndarray) -> np.ndarray:
   """Decoded HBQ labels: what the tokenizer can represent. uint8 [N, H, W, 3]."""
-  decode = tokenizer_trainer.make_decode_fn(config)
-  return digits.model_to_uint8(tokenizer_trainer.batched(decode, params, labels, 256))
+  decode = tokenizer_io.make_decode_fn(models.build_tokenizer(config.tokenizer),
+                                       config.model.hbq_rounds, config.model.label_mode)
+  return np.asarray(tokenizer_io.to_uint8(tokenizer_io.batched(decode, params, labels, 256)))
 
 
 def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
@@ -198,7 +198,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t = time.perf_counter()
   labels = labels_stage(config, workdir, tok_params, images, classes)
   recon = reconstruction_stage(config, tok_params, labels)
-  real = digits.model_to_uint8(images)
+  real = np.asarray(tokenizer_io.to_uint8(images))
   mse = np.mean((recon.astype(np.float32) - real.astype(np.float32))**2)
   summary["reconstruction_psnr_db"] = float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
   _say(f"[3/6] labels: {labels.shape} HBQ labels; decoded-label PSNR "

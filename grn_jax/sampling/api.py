@@ -4,6 +4,8 @@
   frames = sample_trajectory(config, params, class_labels, key)   # [steps + 1, B, h, w, D]
   images = sample_grid_fn(config, params)                          # for the trainer's hook
 
+Decoding (`decode=(decode_fn, tokenizer params)`) uses grn_jax.tokenizer_io.TokenizerDecode.
+
 `config.sample` holds the settings (see configs/c2i.py). Static fields (steps, schedule, keep
 mode, adaptive bounds) select the compiled program; guidance, temperature, k, b and the schedule
 shift are traced.
@@ -22,6 +24,7 @@ import numpy as np
 from grn_jax import config_check
 from grn_jax import hbq
 from grn_jax import sharding
+from grn_jax import tokenizer_io
 from grn_jax.models import build_c2i
 from grn_jax.sampling import refine
 
@@ -46,16 +49,6 @@ class ModelApply:
       return self.module.apply({"params": params}, labels, keep_ratio, class_labels)
     with nn.logical_axis_rules(self.rules):
       return self.module.apply({"params": params}, labels, keep_ratio, class_labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenizerDecode:
-  """Hashable `decode_fn(tokenizer_params, latent) -> images in [-1, 1]` of a tokenizer."""
-  module: Any
-
-  def __call__(self, params, latent):
-    images = self.module.apply({"params": params}, latent, method="decode")
-    return jnp.clip(images, -1.0, 1.0)
 
 
 def settings_from_config(sample_cfg: ml_collections.ConfigDict) -> refine.SamplerSettings:
@@ -143,12 +136,12 @@ def sample_grid_fn(config: ml_collections.ConfigDict, params: Any,
                    per_class: int = 4) -> np.ndarray:
   """A class grid for training-time previews: images [classes * per_class, H, W, 3] in [-1, 1].
 
-  Decodes with the tokenizer of config.tokenizer.checkpoint (a clear error if there is none).
+  Decodes with the tokenizer of config.tokenizer (tokenizer_io.load_tokenizer: a clear error if
+  it has no weights).
   """
-  from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
-  tok_module, tok_params = generate.load_tokenizer(config)
+  tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   classes = min(int(config.model.num_classes), 10)
   class_labels = np.repeat(np.arange(classes, dtype=np.int32), per_class)
   out = sample(config, params, class_labels, jax.random.key(0),
-               decode=(TokenizerDecode(tok_module), tok_params))
+               decode=(tokenizer_io.TokenizerDecode(tok_module), tok_params))
   return np.asarray(out.images)

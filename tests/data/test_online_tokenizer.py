@@ -8,6 +8,7 @@ import pytest
 from configs import c2i as c2i_configs
 from grn_jax import hbq
 from grn_jax import sharding
+from grn_jax import tokenizer_io
 from grn_jax.data import online_tokenizer
 
 
@@ -30,18 +31,17 @@ def test_online_encoder_quantizes_tokenizer_latents(monkeypatch):
   monkeypatch.setattr(models, "build_tokenizer", lambda cfg: _PoolTokenizer(cfg.latent_dim))
   config = c2i_configs.get_config("variant=tiny")
   mesh = sharding.make_mesh(config.mesh)
-  with pytest.raises(ValueError, match="tokenizer_random_init"):
+  with pytest.raises(ValueError, match="tokenizer.random_init"):
     online_tokenizer.make_label_encoder(config, mesh)
-  config.data.tokenizer_random_init = True
+  config.tokenizer.random_init = True
   encode = online_tokenizer.make_label_encoder(config, mesh)
   images = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
   labels = np.asarray(encode(sharding.shard_host_batch(images, mesh)))
-  module = _PoolTokenizer(4)
-  params = online_tokenizer.load_tokenizer_params(config, module, 64)
+  module, params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   latent = module.apply({"params": params}, images / 255.0 * 2 - 1, method="encode")
   np.testing.assert_array_equal(labels, np.asarray(hbq.quantize(latent, 4, "ind")))
   assert labels.shape == (8, 4, 4, 4) and len(np.unique(labels)) > 4
-  config.data.tokenizer_random_init = False
+  config.tokenizer.random_init = False
   config.tokenizer.checkpoint = "hf://bytedance-research/GRN/x.ckpt"
   with pytest.raises(ValueError, match="convert it first"):
     online_tokenizer.make_label_encoder(config, mesh)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from grn_jax import tokenizer_io
 from grn_jax.demo import digits
 from grn_jax.demo import evaluate
 
@@ -23,7 +24,7 @@ def test_classifier_accepts_real_digits_and_rejects_noise(tmp_path):
   classifier = evaluate.DigitsClassifier(16)
   assert classifier.real_test_accuracy > 0.93
   test = classifier.test_index
-  real = digits.model_to_uint8(digits.gray_to_model(classifier.real_images[test]))
+  real = np.asarray(tokenizer_io.to_uint8(digits.gray_to_model(classifier.real_images[test])))
   result = evaluate.evaluate_samples(real, classifier.real_labels[test], classifier)
   assert result["accuracy"] == pytest.approx(classifier.real_test_accuracy)
   assert result["frechet_distance"] == pytest.approx(result["real_floor"], rel=1e-2)  # uint8 rounding

@@ -6,6 +6,7 @@ import pytest
 from scipy import ndimage
 
 from configs import c2i
+from grn_jax import tokenizer_io
 from grn_jax.evaluation import recon
 from grn_jax.models import build_tokenizer
 
@@ -81,7 +82,7 @@ def test_recon_table_hbq_rows_converge_to_full_precision():
   # Reference for the full row: decode(encode(x)) image by image, metrics in numpy.
   enc = lambda x: module.apply({"params": params}, x / 127.5 - 1.0, method="encode")
   dec = lambda z: module.apply({"params": params}, z, method="decode")
-  full = np.asarray(recon.to_uint8(jax.jit(lambda x: dec(enc(x)))(np.stack(images))))
+  full = np.asarray(tokenizer_io.to_uint8(jax.jit(lambda x: dec(enc(x)))(np.stack(images))))
   mse = ((full.astype(np.float64) - np.stack(images)) ** 2).mean(axis=(1, 2, 3))
   assert results["full"]["psnr"] == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), rel=1e-5)
   want_ssim = np.mean([_ssim_numpy(full[i], images[i]) for i in range(5)])

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from grn_jax import hbq
+from grn_jax import tokenizer_io
 from grn_jax.sampling import animate
 from grn_jax.sampling import refine
 from tests.sampling.scripted_model import ScriptedModel
@@ -29,12 +30,12 @@ def test_trace_previews_and_animation(tmp_path):
   steps = np.asarray(out.steps)
   assert steps[0] < steps[1] == 7  # 2 + round(10 H - 5), H = 1 for the flat row
   latent = hbq.dequantize(jnp.asarray(trace["labels"]), 2, "ind")
-  expected = np.asarray(refine.to_uint8(jax.vmap(lambda z: tiny_decode(None, z))(latent)))
+  expected = np.asarray(tokenizer_io.to_uint8(jax.vmap(lambda z: tiny_decode(None, z))(latent)))
   np.testing.assert_array_equal(trace["input_images"], expected)
   assert trace["input_images"].shape == (9, 2, 12, 12, 3)
   # The last step the loop ran (frozen rows repeat their final prediction).
   np.testing.assert_array_equal(trace["pred_images"][steps.max() - 1],
-                                refine.to_uint8(tiny_decode(None, hbq.dequantize(
+                                tokenizer_io.to_uint8(tiny_decode(None, hbq.dequantize(
                                     out.labels, 2, "ind"))))
   frames = animate.refinement_frames(trace, steps)
   assert frames.shape == (8, 2 * (12 + animate.HEADER), 36, 3)

@@ -12,6 +12,7 @@ import pytest
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
 from grn_jax import sharding
+from grn_jax import tokenizer_io
 from grn_jax.models import build_c2i
 from grn_jax.models import build_tokenizer
 from grn_jax.sampling import api
@@ -64,10 +65,11 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
   assert len(np.unique(first["images"].reshape(10, -1), axis=0)) == 10
 
   # The images are the tokenizer decode of the sampled labels (same per-index keys).
-  tok_module, tok_params = generate.load_tokenizer(config)
+  tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer)
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(8))
   out = api.sample(config, params, np.arange(8) % 10, keys,
-                   decode=(generate.Uint8Decode(api.TokenizerDecode(tok_module)), tok_params))
+                   decode=(tokenizer_io.Uint8Decode(tokenizer_io.TokenizerDecode(tok_module)),
+                           tok_params))
   np.testing.assert_array_equal(out.images, first["images"][:8])
 
   # Kill-and-resume: indices 3.. are missing; the new batches (3..10, ...) hold other rows than
@@ -75,8 +77,8 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
   for i in range(3, 10):
     os.remove(out_dir / f"{i:06d}.png")
   os.remove(path)
-  summary = generate.generate(config, params, api.TokenizerDecode(tok_module), tok_params,
-                              str(out_dir), show_progress=False)
+  summary = generate.generate(config, params, tokenizer_io.TokenizerDecode(tok_module),
+                              tok_params, str(out_dir), show_progress=False)
   assert summary["start"] == 3 and summary["generated"] == 7 and summary["mean_steps"] == 2
   generate.write_npz(str(out_dir), path, 10)
   with np.load(path) as data:
@@ -99,7 +101,7 @@ def test_generate_rejects_bad_batch_and_params(setup):
   nohub = config.copy_and_resolve_references()
   nohub.tokenizer.checkpoint = "hf://bytedance-research/GRN/x.ckpt"
   with pytest.raises(ValueError, match="converted params directory"):
-    generate.load_tokenizer(nohub)
+    tokenizer_io.load_tokenizer(nohub.tokenizer)
 
 
 def test_sampling_params_from_training_checkpoint(tmp_path):
