@@ -2,7 +2,7 @@ r"""The project's speed table: train step, sampler (fixed vs adaptive), tokenize
 
   python -m grn_jax.benchmarks [--out=benchmarks.json] [--variant=B]
 
-Every row carries the machine's measured matmul peak (grn_jax.benchmarks.peak) so numbers from
+Every row carries the machine's measured matmul peak (grn_jax.flops) so numbers from
 different machines can be compared as a fraction of what the chip can do. Rows come from
   * grn_jax.benchmarks.train_step (time_ours: the full C2I training step),
   * grn_jax.benchmarks.sampler.benchmark_rows(variant, batch, dtype) and
@@ -21,18 +21,19 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+from grn_jax import flops
+
 _OUT = flags.DEFINE_string("out", "benchmarks.json", "Where the table goes as JSON ('' = none).")
 _MODEL = flags.DEFINE_string("model_variant", "B", "C2I model size for the train/sampler rows.")
 
 
 def train_rows(variant: str, batch: int, dtype: str) -> list[dict]:
   from grn_jax.benchmarks import train_step  # pylint: disable=g-import-not-at-top
-  from grn_jax.trainers import c2i_step  # pylint: disable=g-import-not-at-top
   config = train_step.bench_config(variant, batch, dtype)
   seconds, _ = train_step.time_ours(config, 3)
-  flops = c2i_step.train_flops_per_example(config.model) * batch
+  step_flops = flops.c2i_train_flops_per_example(config.model) * batch
   return [dict(name=f"train step GRN-{variant} (batch {batch}, {dtype})", seconds=seconds,
-               items=batch, unit="images", flops=flops)]
+               items=batch, unit="images", flops=step_flops)]
 
 
 def module_rows(module_name: str, **kwargs) -> list[dict]:
@@ -44,12 +45,11 @@ def module_rows(module_name: str, **kwargs) -> list[dict]:
 
 
 def collect(variant: str) -> dict:
-  from grn_jax.benchmarks import peak  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   on_cpu = device.platform == "cpu"
   dtype = "float32" if on_cpu else "bfloat16"
   batch = 8 if on_cpu else 256
-  peak_flops = peak.measure_matmul_peak_flops(2048, jnp.dtype(dtype))
+  peak_flops = flops.measure_matmul_peak_flops(2048, jnp.dtype(dtype))
   rows = []
   sources = [("train_step", lambda: train_rows(variant, batch, dtype)),
              # 10 steps on CPU keeps the table under a few minutes; per-step time is what counts.
@@ -66,8 +66,8 @@ def collect(variant: str) -> dict:
     row["peak_flops"] = peak_flops
     if "seconds" in row:
       row["items_per_second"] = row["items"] / row["seconds"]
-      row["achieved_flops"] = row.get("flops", 0) / row["seconds"]
-      row["fraction_of_peak"] = row["achieved_flops"] / peak_flops if row.get("flops") else None
+      row["achieved_flops"] = row["flops"] / row["seconds"]
+      row["fraction_of_peak"] = row["achieved_flops"] / peak_flops if row["flops"] else None
   return dict(device=f"{device.platform} {device.device_kind}", devices=jax.device_count(),
               host=py_platform.node(), dtype=dtype, peak_flops=peak_flops, rows=rows)
 

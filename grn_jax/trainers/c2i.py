@@ -222,23 +222,6 @@ def _check_finite(metrics: dict[str, np.ndarray], step: int, last_saved: int | N
         "check config.optim.grad_clip_norm or use float32 compute (config.model.dtype).")
 
 
-def peak_flops(config: ml_collections.ConfigDict) -> float:
-  """Total peak FLOP/s of the devices in the run, for MFU.
-
-  config.peak_flops_per_device > 0 is taken times the device count; 0 measures the 2048^2 matmul
-  peak of one local device. Fake CPU devices share the host's cores, so on CPU the measured peak
-  of the host is the total.
-  """
-  per_device = float(config.peak_flops_per_device)
-  if per_device <= 0:
-    from grn_jax.benchmarks import peak  # pylint: disable=g-import-not-at-top
-    dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.dtype(config.model.dtype)
-    per_device = peak.measure_matmul_peak_flops(2048, dtype)
-  if jax.default_backend() == "cpu":
-    return per_device * jax.process_count()
-  return per_device * jax.device_count()
-
-
 class _SigtermFlag:
   """Sets `.set` on SIGTERM (main thread only); restores the old handler on exit."""
 
@@ -349,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           summary = acc.summary()
           summary.update({"examples_per_second": rate,
                           "tokens_per_second": rate * tokens_per_example,
-                          "mfu": c2i_step.mfu(rate, config.model, total_peak)})
+                          "mfu": flops.mfu(rate, flops_per_example, total_peak)})
           writer.write_scalars(step, summary)
           acc.reset()
           log_start, log_start_step = time.perf_counter(), step

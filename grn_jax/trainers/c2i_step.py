@@ -13,7 +13,6 @@ Randomness comes from fold_in(key(seed), step), so a resumed run draws the same 
 (with partitionable threefry) the same numbers on any mesh.
 """
 
-import math
 from typing import Any, Callable
 
 import flax
@@ -24,7 +23,6 @@ import ml_collections
 import optax
 
 from grn_jax import hbq
-from grn_jax.models import layers
 
 NUM_KEEP_BINS = 10  # accuracy per keep-ratio decile, as the official logs
 FROZEN_PARAMS = ("pos_embed",)  # fixed sin-cos table (requires_grad=False in the official code)
@@ -208,30 +206,3 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, apply_fn: Ca
                             ema_params=emas)
   return new_state, metrics
 
-
-def train_flops_per_example(model_cfg: ml_collections.ConfigDict) -> float:
-  """Model FLOPs of one training example (forward + backward = 3x forward matmul FLOPs).
-
-  Counts the matmuls (2 FLOPs per multiply-add): embedding, qkv/proj/SwiGLU, attention scores
-  and values, and the output layer. Per-example adaLN and embedder matmuls are left out (<1%).
-  """
-  hidden, grid = model_cfg.hidden_size, model_cfg.input_size // model_cfg.patch_size
-  tokens = grid * grid
-  classes = hbq.num_classes(model_cfg.hbq_rounds, model_cfg.label_mode)
-  dim = hbq.num_labels(model_cfg.latent_dim, model_cfg.hbq_rounds, model_cfg.label_mode)
-  in_ch = classes * dim * model_cfg.patch_size**2
-  mlp = layers.swiglu_hidden(hidden, model_cfg.mlp_ratio)
-  macs = tokens * (in_ch * model_cfg.bottleneck_dim + model_cfg.bottleneck_dim * hidden
-                   + hidden * in_ch)
-  for i in range(model_cfg.depth):
-    n = tokens + (model_cfg.in_context_len if (model_cfg.in_context_len > 0 and
-                                               i >= model_cfg.in_context_start) else 0)
-    macs += n * (4 * hidden * hidden + 3 * hidden * mlp) + 2 * n * n * hidden
-  return 3.0 * 2.0 * macs
-
-
-def mfu(examples_per_second: float, model_cfg, peak_flops: float) -> float:
-  """Model FLOP utilisation; `peak_flops` is the total peak of the devices used."""
-  if peak_flops <= 0 or not math.isfinite(examples_per_second):
-    return float("nan")
-  return examples_per_second * train_flops_per_example(model_cfg) / peak_flops
