@@ -22,6 +22,11 @@ def _features(n, d, seed, shift=0.0, scale=1.0):
   return rng.normal(size=(n, d)) @ mix * scale + shift
 
 
+def _feature_distance(a, b):
+  """The Fréchet distance of two feature sets [N, D] (as the demo evaluation uses it)."""
+  return metrics.frechet_distance(*metrics.feature_statistics(a), *metrics.feature_statistics(b))
+
+
 def test_frechet_distance_values():
   a = _features(500, 16, 0)
   b = _features(400, 16, 1, shift=0.5, scale=1.3)
@@ -52,6 +57,18 @@ def test_frechet_distance_singular_and_errors():
     metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
   with pytest.raises(ValueError, match="N >= 2"):
     metrics.feature_statistics(np.zeros((1, 4)))
+
+
+def test_frechet_distance_known_values():
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((4000, 3))
+  assert _feature_distance(a, a) == pytest.approx(0.0, abs=1e-3)
+  # Same covariance, mean shifted by (1, 2, 2): distance = |shift|^2 = 9.
+  assert _feature_distance(a, a + [1.0, 2.0, 2.0]) == pytest.approx(9.0, rel=1e-3)
+  # N(0, I) vs N(0, 4 I) in 3-d: 3 * (1 + 4 - 2 * 2) = 3.
+  b = rng.standard_normal((200_000, 3)) * 2.0
+  c = rng.standard_normal((200_000, 3))
+  assert _feature_distance(c, b) == pytest.approx(3.0, rel=0.03)
 
 
 def test_inception_score_known_values():
