@@ -24,6 +24,7 @@ import numpy as np
 
 from grn_jax import config_check
 from grn_jax import hbq
+from grn_jax.data import label_shards
 from grn_jax.data import sources
 from grn_jax.data import transforms
 
@@ -70,7 +71,7 @@ def build_source(config: ml_collections.ConfigDict, dataset=None):
   if data.source == "arrays":
     return sources.ArrayLabelSource(*dataset), []
   if data.source == "label_shards":
-    return (sources.label_shard_source(data.data_dir),
+    return (label_shards.LabelShardSource(data.data_dir),
             [sources.LabelShardRecord(model.label_mode, model.hbq_rounds)])
   if data.source == "tfds":
     return sources.tfds_source(data.name, data.split, data.data_dir), [sources.RenameTfdsKeys()]

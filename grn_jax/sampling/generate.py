@@ -258,19 +258,3 @@ def generate_to_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
   print(f"wrote {path}")
   return path
 
-
-def decode_identity_fn():
-  """A decode_fn that returns the dequantized latent (for tests and label-only runs)."""
-  return _IdentityDecode()
-
-
-class _IdentityDecode:
-  def __call__(self, params, latent):
-    del params
-    return jnp.asarray(latent)
-
-  def __hash__(self):
-    return hash("identity-decode")
-
-  def __eq__(self, other):
-    return isinstance(other, _IdentityDecode)

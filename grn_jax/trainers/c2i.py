@@ -17,11 +17,9 @@ In-memory data (e.g. the digits demo): config.data.source = 'arrays' and
 `dataset=(labels int32 [N, h, w, D], class_labels int32 [N])`; the epoch is then N examples.
 """
 
-import functools
 import signal
 import threading
 import time
-from typing import Any
 
 from absl import logging
 from clu import metric_writers

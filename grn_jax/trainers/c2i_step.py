@@ -16,7 +16,6 @@ Randomness comes from fold_in(key(seed), step), so a resumed run draws the same 
 from typing import Any, Callable
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections

@@ -107,7 +107,7 @@ def make_train_step(module, cfg: ml_collections.ConfigDict, rounds: int, tx):
         state.params, batch, quantize_mask)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(loss=loss, l1=l1, l2=l2, grad_norm=optax.global_norm(grads))
+    metrics = dict(loss=loss, l1=l1, l2=l2, grad_norm=optax.tree.norm(grads))
     return TokenizerState(state.step + 1, params, opt_state), metrics
 
   return step
