@@ -29,38 +29,22 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = ("train", "sample", "demo")
 TASKS = ("c2i",)
-C2I_SECTIONS = ("task", "mode", "seed", "model", "tokenizer", "data", "train", "optim",
-                "corruption", "sample", "eval", "mesh", "sharding_rules")
 DEMO_SECTIONS = ("tokenizer_train", "demo")  # configs/demo.py only
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the task, the top-level fields and every section's fields (errors name them)."""
+  """Checks the task, the mode and every field of every section (errors name them)."""
   # pylint: disable=g-import-not-at-top
   from grn_jax import config_check
-  from grn_jax import models
-  from grn_jax import sharding
-  from grn_jax.data import pipeline
   from grn_jax.demo import run as demo_run
-  from grn_jax.evaluation import tokenizer_metrics
-  from grn_jax.models import tokenizer as tokenizer_model
-  from grn_jax.sampling import api
   from grn_jax.trainers import c2i as c2i_trainer
   from grn_jax.trainers import tokenizer as tokenizer_trainer
   # pylint: enable=g-import-not-at-top
   if "task" in config and config.task not in TASKS:
     raise ValueError(f"config.task={config.task!r}: grn_jax.main runs the tasks {TASKS}.")
-  config_check.check_fields(config, "", C2I_SECTIONS, optional=DEMO_SECTIONS)
+  c2i_trainer.validate_config(config, extra_sections=DEMO_SECTIONS)
   if config.mode not in MODES:
     raise ValueError(f"config.mode={config.mode!r} must be one of {MODES}.")
-  models.validate_model_config(config.model)
-  tokenizer_model.validate_tokenizer_config(config.tokenizer)
-  config_check.check_fields(config.data, "data", pipeline.DATA_FIELDS)
-  c2i_trainer.check_sections(config)
-  config_check.check_fields(config.sample, "sample", api.SAMPLE_FIELDS)
-  config_check.check_fields(config.eval, "eval", tokenizer_metrics.EVAL_FIELDS)
-  config_check.check_fields(config.mesh, "mesh", sharding.MESH_AXES)
-  sharding.rules_from_config(config.sharding_rules)
   if "tokenizer_train" in config:
     config_check.check_fields(config.tokenizer_train, "tokenizer_train",
                               tokenizer_trainer.TRAIN_FIELDS)

@@ -1,4 +1,7 @@
-"""The config files: every variant builds, every field is known to a validator, arguments."""
+"""The config files: every variant builds, every field is known to a validator, arguments.
+
+(grn_jax.main defines absl flags on import, as do other command lines: its checks are tested in
+a subprocess, tests/test_main.py.)"""
 
 import pytest
 
@@ -6,8 +9,10 @@ from configs import c2i as c2i_configs
 from configs import common
 from configs import demo as demo_configs
 from configs import tokenizer as tokenizer_configs
-from grn_jax import main
+from grn_jax.demo import run as demo_run
 from grn_jax.models import tokenizer as tokenizer_model
+from grn_jax.trainers import c2i as c2i_trainer
+from grn_jax.trainers import tokenizer as tokenizer_trainer
 
 C2I_ARGS = ["variant=B", "variant=L", "variant=H", "variant=G", "variant=tiny",
             "variant=B,label_mode=bit", None]
@@ -19,13 +24,15 @@ SECTIONS = ("model", "tokenizer", "data", "train", "optim", "corruption", "sampl
 def test_every_c2i_variant_builds_and_every_field_is_known(arg):
   config = c2i_configs.get_config(arg)
   assert config.task == "c2i" and config.mode == "train"
-  main.validate_config(config)
+  c2i_trainer.validate_config(config)
 
 
 @pytest.mark.parametrize("size", ["default", "test"])
 def test_demo_configs_build_and_every_field_is_known(size):
   config = demo_configs.get_config(f"size={size}")
-  main.validate_config(config)
+  c2i_trainer.validate_config(config, extra_sections=("tokenizer_train", "demo"))
+  demo_run.validate_demo_config(config)
+  tokenizer_trainer.validate_train_config(config.tokenizer_train, num_images=1797)
   assert config.mode == "demo"
 
 
@@ -35,9 +42,6 @@ def test_tokenizer_configs_hold_only_a_known_tokenizer_section(variant):
   assert set(config) == {"task", "tokenizer"} and config.task == "tokenizer"
   tokenizer_model.validate_tokenizer_config(config.tokenizer)
   assert config.tokenizer.checkpoint == tokenizer_configs.CHECKPOINTS.get(variant, "")
-  # grn_jax.main trains and samples C2I only (yet): a clear error, not a C2I run.
-  with pytest.raises(ValueError, match="config.task='tokenizer'.*runs the tasks"):
-    main.validate_config(config)
 
 
 @pytest.mark.parametrize("section", SECTIONS + ("",))
@@ -47,28 +51,24 @@ def test_unknown_and_missing_fields_fail_naming_them(section):
   target.bogus_field = 1
   where = f"config.{section}" if section else "config"
   with pytest.raises(ValueError, match=rf"{where}: .*unknown fields \['bogus_field'\]"):
-    main.validate_config(config)
+    c2i_trainer.validate_config(config)
   config = c2i_configs.get_config("variant=tiny")
   target = config[section] if section else config
   first = sorted(target.keys())[0]
   del target[first]
   with pytest.raises(ValueError, match=rf"{where}: missing fields \['{first}'\]"):
-    main.validate_config(config)
+    c2i_trainer.validate_config(config)
 
 
-def test_bad_task_and_mode_fail_at_start():
+def test_bad_task_and_attention_impl_fail_at_start():
   config = c2i_configs.get_config("variant=tiny")
   config.task = "t2x"
   with pytest.raises(ValueError, match="config.task='t2x'"):
-    main.validate_config(config)
-  config = c2i_configs.get_config("variant=tiny")
-  config.mode = "serve"
-  with pytest.raises(ValueError, match="config.mode='serve'"):
-    main.validate_config(config)
+    c2i_trainer.validate_config(config)
   config = c2i_configs.get_config("variant=tiny")
   config.model.attention_impl = "flash"
   with pytest.raises(ValueError, match="config.model.attention_impl must be one of"):
-    main.validate_config(config)
+    c2i_trainer.validate_config(config)
 
 
 def test_parse_arg_defaults_overrides_and_errors():

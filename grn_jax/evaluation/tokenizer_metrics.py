@@ -23,11 +23,11 @@ from grn_jax import config_check
 from grn_jax import tokenizer_io
 from grn_jax.data import images as images_lib
 from grn_jax.data import tokenize_dataset
+from grn_jax.evaluation import EVAL_FIELDS
 from grn_jax.evaluation import inception
 from grn_jax.evaluation import recon
 
 FLAGS = flags.FLAGS
-EVAL_FIELDS = ("inception", "recon_num_images")
 
 
 def define_flags() -> None:

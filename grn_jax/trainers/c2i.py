@@ -20,6 +20,7 @@ In-memory data (e.g. the digits demo): config.data.source = 'arrays' and
 import signal
 import threading
 import time
+from typing import Sequence
 
 from absl import logging
 from clu import metric_writers
@@ -33,14 +34,19 @@ import optax
 
 from grn_jax import checkpointing
 from grn_jax import config_check
+from grn_jax import evaluation
 from grn_jax import flops
 from grn_jax import sharding
 from grn_jax.data import online_tokenizer
 from grn_jax.data import pipeline
 from grn_jax.models import build_c2i
+from grn_jax.models import tokenizer as tokenizer_model
+from grn_jax.models import validate_model_config
 from grn_jax.sampling import api as sampling_api
 from grn_jax.trainers import c2i_step
 
+CONFIG_FIELDS = ("task", "mode", "seed", "model", "tokenizer", "data", "train", "optim",
+                 "corruption", "sample", "eval", "mesh", "sharding_rules")
 TRAIN_FIELDS = ("global_batch_size", "num_epochs", "total_steps", "train_examples", "ema_decays",
                 "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
                 "async_checkpointing", "init_from", "sample_every_steps", "peak_flops_per_device")
@@ -58,6 +64,27 @@ def check_sections(config: ml_collections.ConfigDict) -> None:
   config_check.check_fields(config.train, "train", TRAIN_FIELDS)
   config_check.check_fields(config.optim, "optim", OPTIM_FIELDS)
   config_check.check_fields(config.corruption, "corruption", CORRUPTION_FIELDS)
+
+
+def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[str] = ()) -> None:
+  """A whole C2I config: its top-level fields and every section's (errors name the field).
+
+  Args:
+    config: a configs/c2i.py-style config (task 'c2i').
+    extra_sections: top-level sections a config may add (the demo's), checked by their readers.
+  """
+  config_check.check_fields(config, "", CONFIG_FIELDS, optional=extra_sections)
+  if config.task != "c2i":
+    raise ValueError(f"config.task={config.task!r}: this is the check of a C2I config (task "
+                     "'c2i').")
+  validate_model_config(config.model)
+  tokenizer_model.validate_tokenizer_config(config.tokenizer)
+  config_check.check_fields(config.data, "data", pipeline.DATA_FIELDS)
+  check_sections(config)
+  config_check.check_fields(config.sample, "sample", sampling_api.SAMPLE_FIELDS)
+  config_check.check_fields(config.eval, "eval", evaluation.EVAL_FIELDS)
+  config_check.check_fields(config.mesh, "mesh", sharding.MESH_AXES)
+  sharding.rules_from_config(config.sharding_rules)
 
 
 def validate_train_config(config: ml_collections.ConfigDict, num_batch_shards: int) -> None:
