@@ -23,12 +23,16 @@ from grn_jax import hbq
 from grn_jax.benchmarks import official
 from grn_jax.models import build_c2i
 
-flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
-flags.DEFINE_integer("batch", 8, "Batch size.")
-flags.DEFINE_string("dtype", "float32", "Compute dtype.")
-flags.DEFINE_integer("repeats", 5, "Timed repetitions (after one warm-up).")
-flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
+  flags.DEFINE_integer("batch", 8, "Batch size.")
+  flags.DEFINE_string("dtype", "float32", "Compute dtype.")
+  flags.DEFINE_integer("repeats", 5, "Timed repetitions (after one warm-up).")
+  flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
 
 
 def _timeit(fn, repeats: int) -> float:
@@ -118,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -26,14 +26,20 @@ from configs import tokenizer as tokenizer_configs
 from grn_jax.benchmarks import official
 from grn_jax.models import build_tokenizer
 
-_OFFICIAL = flags.DEFINE_string("official", None, "Path to the official GRN repository.")
-_REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs after the compile run.")
-_CASES = flags.DEFINE_list("cases", ["image16", "video64"], "image16 and/or video64.")
-_FRAME_CHUNK = flags.DEFINE_integer("frame_chunk", 0, "config.tokenizer.frame_chunk (videos).")
-_DTYPE = flags.DEFINE_string("dtype", "float32", "Compute dtype of our tokenizer.")
-_AOT = flags.DEFINE_bool(
-    "aot", False, "Compile (no run) the decodes of a 1024^2 image and an 81-frame 480x832 video, "
-    "whole and with tiles / frame chunks, and print XLA's memory analysis of each program.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("official", None, "Path to the official GRN repository.")
+  flags.DEFINE_integer("repeats", 2, "Timed runs after the compile run.")
+  flags.DEFINE_list("cases", ["image16", "video64"], "image16 and/or video64.")
+  flags.DEFINE_integer("frame_chunk", 0, "config.tokenizer.frame_chunk (videos).")
+  flags.DEFINE_string("dtype", "float32", "Compute dtype of our tokenizer.")
+  flags.DEFINE_bool(
+      "aot", False, "Compile (no run) the decodes of a 1024^2 image and an 81-frame 480x832 "
+      "video, whole and with tiles / frame chunks, and print XLA's memory analysis of each "
+      "program.")
 
 CASES = {
     # name (a configs/tokenizer.py variant): input shape [B, (T,) H, W, 3]
@@ -152,28 +158,28 @@ def aot_decode_memory(variant: str, shape, dtype: str, **overrides) -> dict[str,
 
 def run_aot():
   platform = jax.devices()[0].platform
-  print(f"decode programs compiled for {platform} ({_DTYPE.value}); bytes from "
+  print(f"decode programs compiled for {platform} ({FLAGS.dtype}); bytes from "
         "compiled.memory_analysis(), nothing run")
   print(f"{'case':<48}{'params+latent GiB':>18}{'output GiB':>11}{'temp GiB':>10}")
   for name, (variant, shape, overrides) in AOT_CASES.items():
-    m = aot_decode_memory(variant, shape, _DTYPE.value, **overrides)
+    m = aot_decode_memory(variant, shape, FLAGS.dtype, **overrides)
     print(f"{name:<48}{m['arguments'] / 2**30:>18.2f}{m['outputs'] / 2**30:>11.2f}"
           f"{m['temp'] / 2**30:>10.2f}", flush=True)
 
 
 def main(argv):
   del argv
-  if _AOT.value:
+  if FLAGS.aot:
     run_aot()
     return
   print(f"{'case':<32}{'encode s':>10}{'decode s':>10}{'compile s':>11}{'peak RSS GiB':>14}")
-  for case in _CASES.value:
-    r = time_ours(case, _REPEATS.value, _DTYPE.value, _FRAME_CHUNK.value)
-    label = f"grn_jax {case}" + (f" chunk={_FRAME_CHUNK.value}" if _FRAME_CHUNK.value else "")
+  for case in FLAGS.cases:
+    r = time_ours(case, FLAGS.repeats, FLAGS.dtype, FLAGS.frame_chunk)
+    label = f"grn_jax {case}" + (f" chunk={FLAGS.frame_chunk}" if FLAGS.frame_chunk else "")
     print(f"{label:<32}{r['encode']:>10.2f}{r['decode']:>10.2f}{r['compile']:>11.1f}"
           f"{_peak_rss_gib():>14.1f}", flush=True)
-    if _OFFICIAL.value:
-      o = time_official(_OFFICIAL.value, case, r["params"], r["x"], _REPEATS.value)
+    if FLAGS.official:
+      o = time_official(FLAGS.official, case, r["params"], r["x"], FLAGS.repeats)
       rel = np.abs(r["recon"] - o["recon"]).max() / np.abs(o["recon"]).max()
       print(f"{'official ' + case:<32}{o['encode']:>10.2f}{o['decode']:>10.2f}{'':>11}"
             f"{_peak_rss_gib():>14.1f}   max|latent diff| {np.abs(r['z'] - o['z']).max():.1e}"
@@ -181,4 +187,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

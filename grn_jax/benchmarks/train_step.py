@@ -31,20 +31,25 @@ from grn_jax import sharding
 from grn_jax.benchmarks import official
 from grn_jax.trainers import c2i as trainer
 
-flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
-flags.DEFINE_integer("batch", 0, "Batch (0: 8 on CPU, 256 on accelerators).")
-flags.DEFINE_string("dtype", "", "Compute dtype (default float32 on CPU, bfloat16 otherwise).")
-flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
-flags.DEFINE_string("official", None, "Path to the official GRN repository (times PyTorch).")
-flags.DEFINE_bool("aot", False, "Only compile on abstract inputs and print memory per device.")
-flags.DEFINE_integer("fsdp", -1, "--aot: fsdp mesh size (-1: all devices).")
-flags.DEFINE_string("remat", "none", "Model remat policy.")
-flags.DEFINE_bool("scan", False, "nn.scan over blocks.")
-flags.DEFINE_bool("malloc_hugepages", True,
-                  "Re-run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (CPU): XLA's per-step "
-                  "temporary buffers are mmap'ed afresh each step, and 4 KiB pages cost ~1M page "
-                  "faults per GRN-B step (~18% of the step); transparent huge pages avoid them.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
+  flags.DEFINE_integer("batch", 0, "Batch (0: 8 on CPU, 256 on accelerators).")
+  flags.DEFINE_string("dtype", "", "Compute dtype (default float32 on CPU, bfloat16 otherwise).")
+  flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
+  flags.DEFINE_string("official", None, "Path to the official GRN repository (times PyTorch).")
+  flags.DEFINE_bool("aot", False, "Only compile on abstract inputs and print memory per device.")
+  flags.DEFINE_integer("fsdp", -1, "--aot: fsdp mesh size (-1: all devices).")
+  flags.DEFINE_string("remat", "none", "Model remat policy.")
+  flags.DEFINE_bool("scan", False, "nn.scan over blocks.")
+  flags.DEFINE_bool("malloc_hugepages", True,
+                    "Re-run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (CPU): XLA's per-step "
+                    "temporary buffers are mmap'ed afresh each step, and 4 KiB pages cost ~1M "
+                    "page faults per GRN-B step (~18% of the step); transparent huge pages avoid "
+                    "them.")
 
 
 def bench_config(variant: str, batch: int, dtype: str, remat: str = "none", scan: bool = False):
@@ -113,14 +118,14 @@ def time_ours(config, steps: int) -> tuple[float, float]:
   return float(np.median(times)), compile_s
 
 
-def time_official(repo: str, config, steps: int) -> float:
+def time_official(repo: str, config, steps: int, variant: str) -> float:
   """Median seconds of the official Denoiser train step (forward, CE, backward, clip, AdamW,
   EMA update) in fp32 eager PyTorch on CPU."""
   denoiser = official.import_official(repo, "grn.utils_c2i.denoiser")
   import torch  # pylint: disable=g-import-not-at-top
   m = config.model
   args = types.SimpleNamespace(
-      model=f"GRN_{FLAGS.variant}", img_size=16 * m.input_size, in_channels=256,
+      model=f"GRN_{variant}", img_size=16 * m.input_size, in_channels=256,
       class_num=m.num_classes, attn_dropout=0.0, proj_dropout=0.0, label_drop_prob=0.1,
       P_mean=config.corruption.keep_logit_mean, P_std=config.corruption.keep_logit_std,
       t_eps=5e-2, noise_scale=1.0,
@@ -197,7 +202,7 @@ def main(argv):
   rows = [("grn_jax (jit)", seconds)]
   if FLAGS.official:
     rows.append(("official PyTorch (eager)", time_official(FLAGS.official, config,
-                                                           FLAGS.steps)))
+                                                           FLAGS.steps, FLAGS.variant)))
   print(f"\nGRN-{FLAGS.variant} train step, batch {batch}, {dtype}, 1 {platform} device; "
         f"model FLOPs/step {step_flops / 1e12:.3f} TFLOP; compile+first step {compile_s:.1f} s")
   print(f"measured {'fp32' if on_cpu else dtype} 2048^2 matmul peak: {peak_flops / 1e9:.1f} "
@@ -212,4 +217,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
