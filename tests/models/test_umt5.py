@@ -118,6 +118,11 @@ def test_scanned_layers_equal_unrolled(remat_policy):
   cfg = tiny_config(num_layers=3)
   enc = models.build_umt5(cfg)
   params = random_params(enc)
+  ids, mask = padded_batch([9, 3], 12, cfg.vocab_size)
+  want = enc.apply({"params": params}, ids, mask)
+  rematted = models.build_umt5(tiny_config(num_layers=3, remat_policy=remat_policy))
+  got = jax.jit(rematted.apply)({"params": params}, ids, mask)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
   scanned = models.build_umt5(tiny_config(num_layers=3, scan_layers=True,
                                           remat_policy=remat_policy))
   stacked = {k: v for k, v in params.items() if not k.startswith("layer_")}
@@ -126,8 +131,6 @@ def test_scanned_layers_equal_unrolled(remat_policy):
   shapes = jax.eval_shape(scanned.init, jax.random.key(0), jnp.ones((1, 4), jnp.int32),
                           jnp.ones((1, 4)))["params"]
   chex.assert_trees_all_equal_shapes(nn.unbox(shapes), stacked)
-  ids, mask = padded_batch([9, 3], 12, cfg.vocab_size)
-  want = enc.apply({"params": params}, ids, mask)
   got = jax.jit(scanned.apply)({"params": stacked}, ids, mask)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 

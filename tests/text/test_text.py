@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 import pytest
+import sentencepiece as spm
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from configs import umt5 as umt5_configs
 from grn_jax import text
@@ -17,7 +19,6 @@ VOCAB = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁a", -2.0), ("▁cat
 
 
 def write_tokenizer_json(path):
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
   tok = Tokenizer(models.Unigram(VOCAB, unk_id=2, byte_fallback=False))
   tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
   tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
@@ -27,7 +28,6 @@ def write_tokenizer_json(path):
 
 
 def write_spiece_model(path):
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   model = io.BytesIO()
   corpus = ["a cat sat on the mat", "the cat ate a rat", "a dog and a cat", "the mat is red"]
   spm.SentencePieceTrainer.train(
@@ -121,7 +121,6 @@ def test_spiece_fallback_and_folder_lookup(tmp_path, tokenizer_json):
   spiece = write_spiece_model(folder / "spiece.model")
   tok = text.PromptTokenizer(str(folder), 8, (8,))
   assert tok.path == spiece and tok.eos_id == 1
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   sp = spm.SentencePieceProcessor(model_file=spiece)
   pieces = lambda ids: [sp.IdToPiece(i) for i in ids]  # noqa: E731
   ids, mask = tok(["a  cat", "The dog"])
@@ -146,7 +145,6 @@ def test_spiece_fallback_and_folder_lookup(tmp_path, tokenizer_json):
 
 
 def test_vocabulary_without_t5_specials_is_refused(tmp_path):
-  from tokenizers import Tokenizer, models  # pylint: disable=g-import-not-at-top
   path = tmp_path / "tokenizer.json"
   Tokenizer(models.Unigram([("<unk>", 0.0), ("<pad>", 0.0), ("</s>", 0.0)], unk_id=0)).save(
       str(path))
