@@ -187,7 +187,8 @@ class UMT5Encoder(nn.Module):
     """Encodes token ids.
 
     Args:
-      ids: int32 [B, L] token ids (pad id 0 past the prompt).
+      ids: int32 [B, L] token ids (pad id 0 past the prompt); an id outside
+        [0, vocab_size) makes its row, and every row attending to it, NaN.
       mask: [B, L], 1 (or True) for valid tokens, 0 for padding.
 
     Returns:
@@ -202,7 +203,10 @@ class UMT5Encoder(nn.Module):
                                                     self.max_distance))
     embedding = _param(self, "token_embedding", ("vocab", "embed"), (self.vocab_size, self.dim),
                        1.0, self.dtype)
-    x = jnp.take(embedding, ids.astype(jnp.int32), axis=0)
+    ids = ids.astype(jnp.int32)
+    # Ids outside [0, vocab_size) cannot raise inside jit: they give NaN rows, not wrapped ones.
+    x = jnp.where((ids >= 0)[..., None], jnp.take(embedding, ids, axis=0, mode="fill",
+                                                   fill_value=jnp.nan), jnp.nan)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
     layer_args = (self.dim_attn, self.dim_ffn, self.num_heads, self.num_buckets, self.dtype)
     policy = REMAT_POLICIES[self.remat_policy]

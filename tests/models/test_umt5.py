@@ -174,6 +174,8 @@ def test_contract_configs_and_validation_errors():
   params = enc.init(jax.random.key(0), jnp.ones((1, 3), jnp.int32), jnp.ones((1, 3)))
   with pytest.raises(ValueError, match="ids \\[B, L\\] and a mask of the same shape"):
     enc.apply(params, jnp.ones((2, 5), jnp.int32), jnp.ones((2, 4)))
+  bad = enc.apply(params, jnp.array([[1, 50, 2], [1, -1, 2]]), jnp.ones((2, 3)))
+  assert np.isnan(np.asarray(bad)).all()  # out-of-vocabulary ids are loud, not wrapped
 
 
 def test_sharded_init_and_forward_match_single_device():
