@@ -16,6 +16,7 @@ import torch
 from configs import umt5 as umt5_configs
 from grn_jax import checkpointing
 from grn_jax import models
+from grn_jax import sharding
 from grn_jax import text
 from grn_jax.convert import __main__ as convert_cli
 from grn_jax.convert import common
@@ -213,3 +214,29 @@ def test_releasing_written_pages_never_changes_data(tmp_path):
                                                           b.astype(np.float32)),
                (params, params32), before)
   assert not umt5_convert.MappedFile(str(tmp_path / "elsewhere.pth")).ranges
+
+
+def test_prompt_encoder_from_a_converted_directory_compiles_once_per_bucket(tmp_path):
+  config = umt5_configs.get_config("variant=tiny")
+  folder, _ = _released_folder(tmp_path, config.text_encoder)
+  convert_cli.convert("umt5", str(folder), str(tmp_path / "out"), config)
+  cfg = config.text_encoder
+  with pytest.raises(ValueError, match="text_encoder.checkpoint is empty"):
+    text.load_text_encoder(cfg)
+  cfg.checkpoint, cfg.tokenizer_path = str(tmp_path / "out/params"), str(tmp_path / "out/tokenizer")
+  encoder = text.PromptEncoder.from_config(cfg)
+  features, mask = encoder(["a cat", "a cats"])
+  assert features.shape == (2, 16, cfg.dim) and features.dtype == jnp.float32
+  encoder(["cafÃ©", "a"])                       # same bucket: no new compile
+  longer, longer_mask = encoder(["a cat", "a " * 20])  # bucket 32
+  assert encoder.forward._cache_size() == 2  # pylint: disable=protected-access
+  np.testing.assert_allclose(np.asarray(longer[0, :3]), np.asarray(features[0, :3]),
+                             rtol=1e-4, atol=1e-4)  # (unit-variance test weights: large logits)
+  assert longer_mask.sum(1).tolist() == [3, 21]
+  # Sharded: params restored straight onto the mesh, same features.
+  mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
+  sharded = text.PromptEncoder.from_config(cfg, mesh, umt5_configs.sharding_rules())
+  assert sharded.params["layer_0"]["fc1"].sharding.spec == jax.sharding.PartitionSpec(
+      "fsdp", "tensor")
+  np.testing.assert_allclose(np.asarray(sharded(["a cat", "a cats"])[0]),
+                             np.asarray(features), rtol=1e-4, atol=1e-4)
