@@ -168,6 +168,11 @@ def test_source_forms_and_their_errors(tmp_path, monkeypatch):
   empty.mkdir()
   with pytest.raises(FileNotFoundError, match="has no models_t5_umt5-xxl-enc-bf16.pth"):
     umt5_convert.resolve_source(str(empty))
+  text_tests.write_tokenizer_json(folder / "tokenizer.json")
+  snapshot = types.SimpleNamespace(snapshot_download=lambda repo_id, allow_patterns: str(tmp_path))
+  monkeypatch.setitem(sys.modules, "huggingface_hub", snapshot)  # the hub holds umt5-xxl/
+  assert umt5_convert.resolve_source("hf://bytedance-research/GRN/umt5-xxl") == (
+      weights, str(folder))
   calls = []
 
   def offline(repo_id, allow_patterns):
