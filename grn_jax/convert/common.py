@@ -119,10 +119,13 @@ def _pick_entry(ckpt: Any, entry: str | None, kind: str | None, path: str):
 class KeyMapper:
   """Consumes a state dict key by key; `finish()` raises one error listing every problem."""
 
-  def __init__(self, state_dict: dict[str, np.ndarray], prefix: str = "", context: str = ""):
+  def __init__(self, state_dict: dict[str, np.ndarray], prefix: str = "", context: str = "",
+               dtype: Any = np.float32):
+    """`dtype`: what `take` returns (a tensor already of that dtype is not copied)."""
     self.state_dict = state_dict
     self.prefix = prefix
     self.context = context
+    self.dtype = dtype
     self.used: set[str] = set()
     self.missing: list[str] = []
     self.misshaped: list[tuple[str, tuple, tuple]] = []
@@ -135,7 +138,7 @@ class KeyMapper:
       self.missing.append(full)
       return None
     self.used.add(full)
-    value = np.asarray(self.state_dict[full], np.float32)
+    value = np.asarray(self.state_dict[full], self.dtype)
     if tuple(value.shape) != tuple(shape):
       self.misshaped.append((full, value.shape, shape))
       return None
