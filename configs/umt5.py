@@ -16,7 +16,7 @@ The converter writes `params/` and `tokenizer/` into one directory:
 
 import ml_collections
 
-from configs import c2i
+from configs import common
 
 VARIANTS = ("xxl", "tiny")
 CONVERTED_DIR = "weights/umt5-xxl-jax"
@@ -48,18 +48,15 @@ def text_encoder_config(variant: str) -> ml_collections.ConfigDict:
 
 def sharding_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
   """Logical axis -> mesh axis rules for the encoder, for the configs that include it: those
-  of configs/c2i.py it uses, plus `relpos_buckets` (the position table's bucket axis)."""
+  of configs/common.py it uses, plus `relpos_buckets` (the position table's bucket axis)."""
   used = ("batch", "embed", "mlp", "heads", "act_heads", "act_mlp", "act_embed", "kv",
           "length", "layers", "norm", "vocab")
-  rules = dict(c2i.get_config("variant=tiny").sharding_rules)
+  rules = dict(common.sharding_rules())
   return tuple((name, rules[name]) for name in used) + (("relpos_buckets", None),)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = c2i.parse_arg(arg)
-  variant = args.pop("variant", "xxl")
-  if args:
-    raise ValueError(f"unknown config arguments {sorted(args)}; known: variant.")
+  variant = common.parse_arg(arg, {"variant": "xxl"})["variant"]
   config = ml_collections.ConfigDict()
   config.text_encoder = text_encoder_config(variant)
   return config
