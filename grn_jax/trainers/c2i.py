@@ -281,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   num_steps = total_train_steps(config, num_examples)
   sample_fn = sample_grid_hook(config)
   encoder = (online_tokenizer.make_label_encoder(config, mesh)
-             if data_iter.needs_tokenizer else None)
+             if config.data.source in pipeline.IMAGE_SOURCES else None)
 
   ckpt = checkpointing.TrainCheckpointer(workdir, train.keep_checkpoints,
                                          train.async_checkpointing)
