@@ -49,8 +49,8 @@ def validate_data_config(config: ml_collections.ConfigDict, dataset=None) -> Non
   if data.source not in SOURCES:
     raise ValueError(f"config.data.source must be one of {SOURCES}, got {data.source!r}.")
   if data.source == "arrays" and dataset is None:
-    raise ValueError("config.data.source='arrays' needs train_and_evaluate(..., dataset=(labels "
-                     "int32 [N, h, w, D], class_labels int32 [N])).")
+    raise ValueError("config.data.source='arrays' needs train(..., dataset=(labels int32 "
+                     "[N, h, w, D], class_labels int32 [N])).")
   if dataset is not None and data.source != "arrays":
     raise ValueError(f"a dataset was passed but config.data.source={data.source!r}; set it to "
                      "'arrays'.")
