@@ -3,7 +3,7 @@
   out = sample(config, params, class_labels, key)                 # labels [B, h, w, D], steps
   out = sample(config, params, class_labels, key, decode=(TokenizerDecode(tok), tok_params))
   labels, steps = sample_labels(config, params, class_labels, key, adaptive=False)
-  frames = sample_trajectory(config, params, class_labels, key)   # [steps + 1, B, h, w, D]
+  out = sample(config, params, class_labels, key, trace=True)     # out.trace: every step
   images = sample_grid_fn(config, params)                          # for the trainer's hook
   family = C2IGeneration(config)                                   # for sampling/generate.py
 
@@ -105,6 +105,22 @@ def null_labels(class_labels: jax.Array, num_classes: int) -> jax.Array:
   return jnp.full_like(class_labels, num_classes)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClassRows:
+  """Hashable fn(params, class_labels [B], keys [B], settings, decode_params, *, fixed_labels,
+  fixed_mask) -> SampleOutput: the loop with the classes and the null class."""
+  apply_fn: ModelApply
+  spec: SamplerSpec
+  num_classes: int
+  decode_fn: Any = None
+
+  def __call__(self, params, class_labels, keys, settings, decode_params=None, *,
+               fixed_labels=None, fixed_mask=None) -> SampleOutput:
+    sampler = refine.jitted_sampler(self.apply_fn, self.spec, self.decode_fn)
+    return sampler(params, class_labels, null_labels(class_labels, self.num_classes), keys,
+                   settings, decode_params, fixed_labels=fixed_labels, fixed_mask=fixed_mask)
+
+
 def sample(config: ml_collections.ConfigDict, params: Any, class_labels, key,
            adaptive: bool | None = None, settings: SamplerSettings | None = None,
            trace: bool = False, decode: tuple[Any, Any] | None = None,
@@ -125,12 +141,11 @@ def sample(config: ml_collections.ConfigDict, params: Any, class_labels, key,
   """
   spec = spec_from_config(config, adaptive, trace=trace, trace_previews=trace_previews)
   decode_fn, decode_params = decode if decode is not None else (None, None)
-  sampler = refine.jitted_sampler(model_apply(config), spec, decode_fn)
+  rows = ClassRows(model_apply(config), spec, int(config.model.num_classes), decode_fn)
   class_labels = refine.shard_batch(jnp.asarray(class_labels, jnp.int32))
-  keys = refine.row_keys(key, class_labels.shape[0])
-  return sampler(params, class_labels, null_labels(class_labels, config.model.num_classes),
-                 keys, settings or settings_from_config(config.sample), decode_params,
-                 fixed_labels=fixed_labels, fixed_mask=fixed_mask)
+  return rows(params, class_labels, refine.row_keys(key, class_labels.shape[0]),
+              settings or settings_from_config(config.sample), decode_params,
+              fixed_labels=fixed_labels, fixed_mask=fixed_mask)
 
 
 def sample_labels(config: ml_collections.ConfigDict, params: Any, class_labels, key,
@@ -138,21 +153,6 @@ def sample_labels(config: ml_collections.ConfigDict, params: Any, class_labels, 
   """Samples HBQ labels for class_labels int [B]: (labels int32 [B, h, w, D], steps int32 [B])."""
   out = sample(config, params, class_labels, key, adaptive=adaptive, settings=settings)
   return out.labels, out.steps
-
-
-def sample_trajectory(config: ml_collections.ConfigDict, params: Any, class_labels, key,
-                      adaptive: bool | None = None) -> np.ndarray:
-  """The network input after every step: int32 [bound + 1, B, h, w, D] (frame 0 = random).
-
-  Rows that finish early repeat their final labels; the last frame is each row's final sample
-  (with the official t_next = 1 at the last step, the last input is the final sample).
-  """
-  out = sample(config, params, class_labels, key, adaptive=adaptive, trace=True)
-  frames = np.array(out.trace["labels"])
-  steps = np.asarray(out.steps)
-  for row, used in enumerate(steps):  # freeze finished rows on their final labels
-    frames[used + 1:, row] = frames[used, row]
-  return frames
 
 
 def sample_grid_fn(config: ml_collections.ConfigDict, params: Any,
@@ -174,20 +174,6 @@ def class_schedule(num_classes: int, per_class: int, num_images: int = -1) -> np
   """Class of every output index: [0]*per_class + [1]*per_class + ... (int32 [N])."""
   labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
   return labels[:num_images] if num_images > 0 else labels
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassRows:
-  """Hashable fn(params, class_labels [B], keys [B], settings, decode_params) -> SampleOutput."""
-  apply_fn: ModelApply
-  spec: SamplerSpec
-  num_classes: int
-  decode_fn: Any = None
-
-  def __call__(self, params, class_labels, keys, settings, decode_params):
-    sampler = refine.jitted_sampler(self.apply_fn, self.spec, self.decode_fn)
-    return sampler(params, class_labels, null_labels(class_labels, self.num_classes), keys,
-                   settings, decode_params)
 
 
 class C2IGeneration:
