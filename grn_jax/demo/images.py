@@ -3,9 +3,7 @@
 import numpy as np
 from PIL import Image
 
-
-def _upscale(tile: np.ndarray, scale: int) -> np.ndarray:
-  return np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
+from grn_jax.sampling import animate
 
 
 def tile_grid(images: np.ndarray, rows: int, pad: int = 2, scale: int = 1) -> np.ndarray:
@@ -15,13 +13,14 @@ def tile_grid(images: np.ndarray, rows: int, pad: int = 2, scale: int = 1) -> np
     raise ValueError(f"expected uint8 [N, H, W, C], got {images.dtype} {images.shape}.")
   if rows < 1 or len(images) % rows:
     raise ValueError(f"{len(images)} images do not fill {rows} rows.")
+  images = animate.upscale(images, scale)
   cols = len(images) // rows
-  h, w, c = images.shape[1] * scale, images.shape[2] * scale, images.shape[3]
+  h, w, c = images.shape[1:]
   grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
   for i, tile in enumerate(images):
     r, col = divmod(i, cols)
     y, x = pad + r * (h + pad), pad + col * (w + pad)
-    grid[y:y + h, x:x + w] = _upscale(tile, scale)
+    grid[y:y + h, x:x + w] = tile
   return grid
 
 

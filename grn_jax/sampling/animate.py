@@ -55,8 +55,8 @@ def _check_trace(trace: dict[str, Any]) -> None:
                        "and a decode_fn.")
 
 
-def _upscale(images: np.ndarray, scale: int) -> np.ndarray:
-  """uint8 [..., H, W, C] -> [..., H s, W s, C] (nearest)."""
+def upscale(images: np.ndarray, scale: int) -> np.ndarray:
+  """[..., H, W, C] -> [..., H s, W s, C] (nearest)."""
   return np.repeat(np.repeat(images, scale, axis=-3), scale, axis=-2) if scale > 1 else images
 
 
@@ -69,8 +69,8 @@ def refinement_frames(trace: dict[str, Any], steps, scale: int = 1) -> np.ndarra
   _check_trace(trace)
   trace = {k: np.asarray(v) for k, v in trace.items()}
   total = int(np.max(np.asarray(steps)))
-  inputs = _upscale(trace["input_images"], scale)
-  preds, keep = _upscale(trace["pred_images"], scale), trace["keep"]
+  inputs = upscale(trace["input_images"], scale)
+  preds, keep = upscale(trace["pred_images"], scale), trace["keep"]
   batch, height, width = inputs.shape[1:4]
   frames = []
   for i in range(total + 1):
@@ -102,8 +102,8 @@ def refinement_strip(trace: dict[str, Any], steps, columns: int = 8,
   _check_trace(trace)
   total = int(np.max(np.asarray(steps)))
   chosen = np.unique(np.linspace(0, total - 1, min(columns, total)).round().astype(int))
-  inputs = _upscale(np.asarray(trace["input_images"]), scale)
-  preds = _upscale(np.asarray(trace["pred_images"]), scale)
+  inputs = upscale(np.asarray(trace["input_images"]), scale)
+  preds = upscale(np.asarray(trace["pred_images"]), scale)
   rows = []
   for r in range(inputs.shape[1]):
     rows.append(np.concatenate([inputs[i + 1, r] for i in chosen], axis=1))
