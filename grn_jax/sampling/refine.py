@@ -82,13 +82,15 @@ def normalized_entropy(logits: jax.Array, weights: jax.Array | None = None) -> j
   return jnp.sum(ent * weights, axis=-1) / jnp.maximum(jnp.sum(weights, axis=-1), 1.0)
 
 
-def budget_from_entropy(entropy, spec: SamplerSpec, settings: SamplerSettings):
+def budget_from_entropy(entropy: jax.Array, spec: SamplerSpec,
+                        settings: SamplerSettings) -> jax.Array:
   """Total steps per row: clip(round(k H + b) + offset, min_steps, max_steps). int32 [B]."""
   steps = jnp.round(settings.entropy_k * entropy + settings.entropy_b) + spec.entropy_offset
   return jnp.clip(steps, spec.min_steps, spec.max_steps).astype(jnp.int32)
 
 
-def stop_when_input_complete(keep_ratio, next_keep_ratio, step):
+def stop_when_input_complete(keep_ratio: jax.Array, next_keep_ratio: jax.Array,
+                             step: jax.Array) -> jax.Array:
   """Official T2I/T2V stop rule: a row stops after a step whose input kept every label."""
   del next_keep_ratio, step
   return jnp.abs(keep_ratio - 1.0) < 1e-6
@@ -181,7 +183,8 @@ def _check_inputs(spec: SamplerSpec, keys, fixed_labels, fixed_mask, replay, set
 
 
 def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
-                 decode_fn: Callable[[Any, jax.Array], jax.Array] | None = None):
+                 decode_fn: Callable[[Any, jax.Array], jax.Array] | None = None
+                 ) -> Callable[..., SampleOutput]:
   """Returns the sampler fn (see `sample` below) of a model and a spec.
 
   Args:
@@ -391,7 +394,9 @@ def _cached_jit(apply_fn, spec: SamplerSpec, decode_fn):
   return jax.jit(make_sampler(apply_fn, spec, decode_fn))
 
 
-def jitted_sampler(apply_fn, spec: SamplerSpec, decode_fn=None):
+def jitted_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
+                   decode_fn: Callable[[Any, jax.Array], Any] | None = None
+                   ) -> Callable[..., SampleOutput]:
   """One jitted sampler per (apply_fn, spec, decode_fn): repeated calls reuse the compilation."""
   return _cached_jit(apply_fn, spec, decode_fn)
 

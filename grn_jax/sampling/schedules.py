@@ -92,7 +92,7 @@ class Schedule:
     if not 0.0 < self.max_keep <= 1.0:
       raise ValueError(f"schedule max_keep must be in (0, 1], got {self.max_keep}.")
 
-  def keep_ratio_at(self, step, total, base: int, warmup: int, shift):
+  def keep_ratio_at(self, step, total, base: int, warmup: int, shift) -> jnp.ndarray:
     """t after `step` completed steps (int array) of rows with budgets `total` [B]: float32 [B]."""
     if self.grid_steps:
       u = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / self.grid_steps)

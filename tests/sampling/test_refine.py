@@ -11,7 +11,7 @@ import pytest
 from grn_jax.sampling import refine
 from grn_jax.sampling import schedules
 from grn_jax.sampling.spec import Replay, SamplerSettings, SamplerSpec
-from tests.sampling.scripted_model import MixingModel, ScriptedModel
+from tests.sampling.scripted_model import MixingModel, ScriptedModel, mixing_logits
 
 NULL = 5  # the unconditional "class" of the scripted model's tests
 
@@ -259,8 +259,8 @@ def official_t2iv_reference(init, samples, uniforms, cond, uncond, values, w, x,
   for i in range(steps):
     inputs.append(z)
     scales.append(cur)
-    lc = schedules_logits(z, cur, cond, values)
-    lu = schedules_logits(z, cur, uncond, values)
+    lc = mixing_logits(np, z[None], cur, np.float32(cond), values)[0]
+    lu = mixing_logits(np, z[None], cur, np.float32(uncond), values)[0]
     cfg = w if cur >= x else 1.0
     l = lc if cfg == 1 else lu + np.float32(cfg) * (lc - lu)
     l = l / np.float32(tau)
@@ -277,11 +277,6 @@ def official_t2iv_reference(init, samples, uniforms, cond, uncond, values, w, x,
       break
     cur = np.float32(keep.sum()) / np.float32(keep.size)
   return inputs, scales, probs, pred
-
-
-def schedules_logits(z, t, cond, values):
-  from tests.sampling.scripted_model import mixing_logits  # pylint: disable=g-import-not-at-top
-  return mixing_logits(np, z[None], np.float32(t), np.float32(cond), values)[0]
 
 
 def test_replay_equals_a_numpy_transcription_of_the_official_t2iv_loop():
@@ -366,20 +361,3 @@ def test_keep_table_checks():
   with pytest.raises(ValueError, match="adaptive"):
     _sample(jax.jit(refine.make_sampler(model, adaptive)), [0], jax.random.key(0),
             SamplerSettings(keep_table=np.zeros(10, np.float32)))
-
-
-def test_spec_validation():
-  with pytest.raises(ValueError, match="keep_mode"):
-    _spec(keep_mode="best")
-  with pytest.raises(ValueError, match="warmup_steps"):
-    _spec(adaptive=True, warmup_steps=5, min_steps=4, max_steps=10)
-  with pytest.raises(ValueError, match="model_keep_ratio"):
-    _spec(model_keep_ratio="measured")
-  with pytest.raises(ValueError, match="guidance"):
-    _spec(guidance="always")
-  with pytest.raises(TypeError, match="Schedule"):
-    _spec(schedule="linear")
-  with pytest.raises(ValueError, match="label_shape"):
-    _spec(label_shape=(4,))
-  with pytest.raises(ValueError, match="trace_probs"):
-    _spec(trace_probs=True)
