@@ -1,7 +1,7 @@
 r"""The refinement as an animated GIF and a PNG strip (the paper's framework figure, per step).
 
   python -m grn_jax.sampling.animate --config=configs/c2i.py:variant=B --workdir=DIR \
-      --classes=207,360,387 --out=DIR/refinement [--seed=0] [--adaptive] [--fps=6]
+      --classes=207,360,387 --out=DIR/refinement [--seed=0] [--adaptive] [--fps=6] [--scale=1]
 
 restores the params like `--mode=sample` (config.sample.checkpoint or the workdir's training
 checkpoint, EMA config.sample.params) and the tokenizer (config.tokenizer), samples
