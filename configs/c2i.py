@@ -47,6 +47,7 @@ def model_config(variant: str, label_mode: str = "ind") -> ml_collections.Config
       dtype="float32",                 # compute dtype; bfloat16 on accelerators
       remat_policy="none",             # none | full | dots | dots_no_batch
       scan_layers=False,               # nn.scan over identical blocks (stacked params)
+      attention_impl="auto",           # auto | xla | cudnn | splash | chunked (models/attention.py)
       **VARIANTS[variant],
   ))
 

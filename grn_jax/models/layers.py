@@ -13,8 +13,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grn_jax.models import attention
+
 Dtype = Any
 Axes = tuple[str | None, ...]
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
 
 
 def xavier_uniform(in_axes: Sequence[int], out_axes: Sequence[int]):
@@ -167,52 +176,16 @@ def rotate_interleaved(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
-  """x [..., N, head_dim]; cos, sin [N, head_dim]."""
+  """x [..., head_dim] rotated by angles whose cos, sin [..., head_dim] broadcast against x."""
   return x * cos.astype(x.dtype) + rotate_interleaved(x) * sin.astype(x.dtype)
-
-
-@jax.custom_vjp
-def softmax_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-  """softmax(q k^T) v, heads-major [B, H, N, D] (scale folded into q), logits in float32.
-
-  A hand-written VJP: it saves the probabilities and computes the five backward matmuls and
-  one fused softmax backward, which on XLA:CPU is ~25% faster than differentiating
-  `jax.nn.dot_product_attention` and its [B, N, H, D] transposes.
-  """
-  return _attention_fwd(q, k, v)[0]
-
-
-def _attention_fwd(q, k, v):
-  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-  probs = jax.nn.softmax(logits, axis=-1)
-  out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v)
-  return out, (q, k, v, probs, out)
-
-
-def _attention_bwd(res, dout):
-  q, k, v, probs, out = res
-  p = probs.astype(v.dtype)
-  dv = jnp.einsum("bhqk,bhqd->bhkd", p, dout)
-  dp = jnp.einsum("bhqd,bhkd->bhqk", dout, v, preferred_element_type=jnp.float32)
-  delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-  dlogits = (probs * (dp - delta)).astype(q.dtype)
-  dq = jnp.einsum("bhqk,bhkd->bhqd", dlogits, k)
-  dk = jnp.einsum("bhqk,bhqd->bhkd", dlogits, q)
-  return dq, dk, dv
-
-
-softmax_attention.defvjp(_attention_fwd, _attention_bwd)
-
-ATTENTION_IMPLS = ("auto", "einsum", "dot_product_attention")
 
 
 class Attention(nn.Module):
   """Multi-head self-attention with qk RMSNorm and 2-D RoPE (no mask: fully bidirectional).
 
-  `impl`: 'einsum' = `softmax_attention` (logits and softmax in float32, as the official code
-  upcasts q and k); 'dot_product_attention' = `jax.nn.dot_product_attention` on q, k, v in the
-  compute dtype, which picks cuDNN flash attention on GPUs in bfloat16 (float32 accumulation);
-  'auto' = the latter on GPUs, the former elsewhere. Float32 results agree to rounding.
+  q, k, v stay [B, N, heads, head_dim] from the fused qkv projection to the output projection;
+  the softmax is `attention.attention` (logits and softmax in float32, as the official code
+  upcasts q and k), whose `impl` comes from `config.model.attention_impl`.
   """
   num_heads: int
   dtype: Dtype = jnp.float32
@@ -222,27 +195,17 @@ class Attention(nn.Module):
   def __call__(self, x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
     hidden = x.shape[-1]
     head_dim = hidden // self.num_heads
-    impl = self.impl
-    if impl == "auto":
-      impl = "dot_product_attention" if jax.default_backend() == "gpu" else "einsum"
-    if impl not in ATTENTION_IMPLS:
-      raise ValueError(f"Attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}.")
     qkv = Dense((3, self.num_heads, head_dim), ("embed", "qkv", "heads", "kv"),
                 dtype=self.dtype, name="qkv")(x)  # [B, N, 3, heads, hd]
-    qkv = qkv.transpose(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
-    q = apply_rope(RMSNorm(name="q_norm")(qkv[0]), cos, sin)
-    k = apply_rope(RMSNorm(name="k_norm")(qkv[1]), cos, sin)
-    v = qkv[2]
-    q = nn.with_logical_constraint(q, ("batch", "act_heads", "length", "kv"))
-    k = nn.with_logical_constraint(k, ("batch", "act_heads", "length", "kv"))
-    if impl == "einsum":
-      out = softmax_attention(q * jnp.asarray(head_dim**-0.5, q.dtype), k, v)
-    else:
-      out = jax.nn.dot_product_attention(*(a.transpose(0, 2, 1, 3) for a in (q, k, v)))
-      out = out.transpose(0, 2, 1, 3)
-    out = out.astype(self.dtype).transpose(0, 2, 1, 3)  # [B, N, heads, hd]
+    cos, sin = cos[:, None, :], sin[:, None, :]  # [N, 1, hd] against [B, N, heads, hd]
+    q = apply_rope(RMSNorm(name="q_norm")(qkv[:, :, 0]), cos, sin)
+    k = apply_rope(RMSNorm(name="k_norm")(qkv[:, :, 1]), cos, sin)
+    v = qkv[:, :, 2]
+    q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
+    k = nn.with_logical_constraint(k, ("batch", "length", "act_heads", "kv"))
+    out = attention.attention(q, k, v, scale=head_dim**-0.5, impl=self.impl)
     return Dense((hidden,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype,
-                 kernel_init=xavier_uniform((0, 1), (2,)), name="proj")(out)
+                 kernel_init=xavier_uniform((0, 1), (2,)), name="proj")(out.astype(self.dtype))
 
 
 def swiglu_hidden(hidden_size: int, mlp_ratio: float) -> int:
