@@ -1,6 +1,8 @@
-"""flax.linen modules. `build_c2i(config.model)`, `build_tokenizer(config.tokenizer)`."""
+"""flax.linen modules. `build_c2i(config.model)`, `build_t2iv(config.model)`,
+`build_tokenizer(config.tokenizer)`."""
 
 from grn_jax.models.grn_c2i import GRNC2I, build_c2i, validate_model_config
+from grn_jax.models.grn_t2iv import GRNT2IV, build_t2iv
 
 
 def build_tokenizer(cfg):
@@ -9,4 +11,5 @@ def build_tokenizer(cfg):
   return tokenizer.build_tokenizer(cfg)
 
 
-__all__ = ["GRNC2I", "build_c2i", "build_tokenizer", "validate_model_config"]
+__all__ = ["GRNC2I", "GRNT2IV", "build_c2i", "build_t2iv", "build_tokenizer",
+           "validate_model_config"]

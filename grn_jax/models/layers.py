@@ -168,6 +168,41 @@ def rope_tables(head_dim: int, grid_size: int, num_prefix: int = 0) -> tuple[np.
   return cos.astype(np.float32), sin.astype(np.float32)
 
 
+def rope_3d_frequencies(head_dim: int, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+  """Frequencies of the 3-D RoPE (official `precompute_rope3d_freqs_grid`), float32.
+
+  The head_dim/2 rotary pairs split into n (frame) + n (height) + the rest (width), n =
+  head_dim/2 // 3: 21 + 21 + 22 for head_dim 128. Frame and height use theta^(-k/n), width
+  theta^(-k/(head_dim/2 - 2n)), k = 0, 1, ... (exponent k/n, not 2k/n). Returns (frame/height
+  frequencies [n], width frequencies [head_dim/2 - 2n]).
+  """
+  pairs = head_dim // 2
+  n = pairs // 3
+  if head_dim % 2 or n < 1:
+    raise ValueError(f"3-D RoPE needs an even head_dim of at least 6, got {head_dim}.")
+
+  def freqs(count):
+    return (1.0 / np.float32(theta) ** (np.arange(count, dtype=np.float32) / np.float32(count))
+            ).astype(np.float32)
+  return freqs(n), freqs(pairs - 2 * n)
+
+
+def rope_3d_tables(frame, height, width, head_dim: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(cos, sin) float32 [..., head_dim] of positions (frame, height, width) [...] (integers).
+
+  Pair i of the interleaved layout turns by frame * f_i (i < n), height * f_(i-n) (n <= i < 2n)
+  or width * w_(i-2n); both members of a pair share the angle.
+  """
+  former, last = (jnp.asarray(f) for f in rope_3d_frequencies(head_dim))
+  frame, height, width = jnp.broadcast_arrays(frame, height, width)
+
+  def turn(pos, freqs):
+    return jnp.asarray(pos, jnp.float32)[..., None] * freqs
+  angles = jnp.concatenate([turn(frame, former), turn(height, former), turn(width, last)], -1)
+  angles = jnp.repeat(angles, 2, axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
 def rotate_interleaved(x: jnp.ndarray) -> jnp.ndarray:
   """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)."""
   pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
