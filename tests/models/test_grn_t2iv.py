@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from configs import t2iv as t2iv_configs
+from grn_jax import sharding
 from grn_jax.convert import t2iv as t2iv_convert
 from grn_jax.models import build_t2iv, grn_t2iv, layers
 
@@ -212,3 +214,65 @@ def test_bad_inputs_and_configs_raise():
     build_t2iv(tiny_cfg(block_chunks=3))
   with pytest.raises(ValueError, match="attention_impl"):
     build_t2iv(tiny_cfg(attention_impl="flash"))
+
+
+def test_one_block_matches_numpy_transcription():
+  """Block alone, text pass and visual pass with the text prefix (GQA, 3-D RoPE angles)."""
+  cfg = tiny_cfg(depth=2, block_chunks=2)
+  sd = ref.random_state_dict(shapes_of(cfg), seed=6)
+  params = t2iv_convert.t2iv_params_from_torch(sd, cfg)["blocks"]["block_1"]
+  hd = cfg.hidden_size // cfg.num_heads
+  block = grn_t2iv.Block(cfg.num_heads, cfg.num_kv_heads, hd,
+                         grn_t2iv.mlp_width(cfg.hidden_size, cfg.mlp_ratio))
+  rng = np.random.default_rng(0)
+  text, visual = (rng.standard_normal((1, n, cfg.hidden_size)).astype(np.float32) for n in (5, 7))
+  text_pos = (np.arange(5), np.zeros(5), np.zeros(5))
+  visual_pos = (600 + np.arange(7) // 4, np.arange(7) % 4 * 3, np.arange(7) % 2 * 5)
+  tables = lambda pos: [t[:, None] for t in layers.rope_3d_tables(*pos, hd)]
+  ones = lambda n: jnp.ones((1, n), bool)
+  text_out, (k, v) = block.apply({"params": params}, text, None, *tables(text_pos), ones(5))
+  vis_out, none = block.apply({"params": params}, visual, (k, v), *tables(visual_pos), ones(12))
+  want_text, want_kv = ref.block(sd, "block_chunks.1.module.0", text[0].astype(np.float64),
+                                 ref.rope_angles(*text_pos, hd), cfg.num_heads, cfg.num_kv_heads)
+  want_vis, _ = ref.block(sd, "block_chunks.1.module.0", visual[0].astype(np.float64),
+                          ref.rope_angles(*visual_pos, hd), cfg.num_heads, cfg.num_kv_heads,
+                          text_kv=want_kv)
+  assert none is None
+  np.testing.assert_allclose(text_out[0], want_text, atol=2e-5 * np.abs(want_text).max())
+  np.testing.assert_allclose(k[0], want_kv[0], atol=2e-5 * np.abs(want_kv[0]).max())
+  np.testing.assert_allclose(vis_out[0], want_vis, atol=2e-5 * np.abs(want_vis).max())
+
+
+def test_sharded_forward_on_8_devices_equals_one_device():
+  """fsdp x tensor sharding of the params (kv heads included) through the config's rules."""
+  config = t2iv_configs.get_config("variant=tiny")
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  mesh = sharding.make_mesh(config.mesh)
+  model = build_t2iv(config.model)
+  x = inputs(config.model, batch=4, lengths=(2, 6, 4, 5))
+  init = lambda key: model.init(key, *x)
+  variables, shardings = sharding.sharded_init(init, mesh, config.sharding_rules,
+                                               jax.random.key(0))
+  rules = sharding.rules_from_config(config.sharding_rules)
+  k_proj = shardings["params"]["blocks"]["block_0"]["attn"]["k_proj"]["kernel"]
+  assert k_proj.spec == P("fsdp", "tensor", None)  # ("embed", "kv_heads", "kv")
+
+  def fwd(v, *a):
+    with nn.logical_axis_rules(rules):
+      return model.apply(v, *a)
+
+  with jax.set_mesh(mesh):
+    out = jax.jit(fwd, in_shardings=(shardings,) + (None,) * 4)(variables, *x)
+  want = jax.jit(model.apply)(jax.device_get(variables), *x)
+  np.testing.assert_allclose(out, want, atol=2e-5)
+
+
+def test_every_logical_axis_has_a_rule():
+  config = t2iv_configs.get_config("variant=2B")
+  for scan in (False, True):
+    config.model.scan_layers = scan
+    shapes = jax.eval_shape(build_t2iv(config.model).init, jax.random.key(0),
+                            *inputs(config.model, 1, 1, 2, 2, 3, (3,)))
+    names = {a for spec in jax.tree.leaves(nn.get_partition_spec(shapes),
+                                           is_leaf=lambda s: isinstance(s, P)) for a in spec}
+    assert names - {None} <= {rule[0] for rule in config.sharding_rules}, names
