@@ -15,8 +15,9 @@ row with no allowed key (a fully masked row) returns zeros, never NaN, in every 
 Implementations (`impl`, from `config.model.attention_impl`):
   * 'xla': the whole score matrix, heads-major, with a hand-written VJP that saves the
     probabilities (on XLA:CPU ~25% faster than differentiating `jax.nn.dot_product_attention`).
-  * 'cudnn': `jax.nn.dot_product_attention` (cuDNN flash attention on GPUs; its XLA fallback
-    elsewhere, so it also runs in the CPU tests).
+  * 'cudnn': `jax.nn.dot_product_attention` (cuDNN flash attention on GPUs for bf16/fp16, a
+    mask becoming a dense bias there; its XLA implementation elsewhere, so it also runs in the
+    CPU tests).
   * 'splash': the Pallas TPU splash-attention kernel, under `shard_map` over the mesh axes of the
     'batch' and 'act_heads' logical axes when a mesh is set; lengths are padded to its block size
     and the padding masked; `interpret=True` off TPU (tests).
@@ -229,11 +230,15 @@ _softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
 def _cudnn(q, k, v, ids, bias, scale):
+  """cuDNN's fused kernel on GPUs for bf16/fp16 (its `implementation=None` means XLA in this
+  JAX version, so it is asked for by name); the XLA fallback elsewhere."""
   mask = None
   if ids is not None:
     mask = ids[0][:, None, :, None] == ids[1][:, None, None, :]  # [B, 1, N, M]
+  fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
   out = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(q.dtype),
-                                     mask=mask, scale=scale)
+                                     mask=mask, scale=scale,
+                                     implementation="cudnn" if fused else "xla")
   if ids is None:
     return out
   # Its softmax over a fully masked row is uniform, not empty: zero those rows.
