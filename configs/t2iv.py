@@ -7,11 +7,12 @@ r"""Text-to-image / text-to-video GRN (official `GRN2b`, GRN-SPEC §G; pipeline 
 
 Released weights (convert with `python -m grn_jax.convert --kind=t2iv`):
 hf://bytedance-research/GRN/GRN_T2I_2B.pth and .../GRN_T2V_2B.pth.
+
+Self-contained for now (argument parsing, mesh, rules); configs/common.py will own those.
 """
 
 import ml_collections
 
-from configs import c2i
 from configs import tokenizer as tokenizer_configs
 
 # The 8B is not released: sized after the project page and the InfinityStar family the 2B
@@ -50,26 +51,49 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
 
 
 def sharding_rules() -> tuple:
-  """The C2I logical-axis rules plus the axes of this family."""
-  return tuple(c2i.get_config("variant=tiny").sharding_rules) + (
+  """Logical axis -> mesh axes: those of the C2I family plus kv heads and the text features."""
+  return (
+      ("batch", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("embed_out", "tensor"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
       ("kv_heads", "tensor"),
+      ("act_heads", "tensor"),
       ("act_kv_heads", "tensor"),
+      ("act_mlp", "tensor"),
+      ("act_embed", None),
+      ("kv", None),
+      ("length", None),
+      ("layers", None),
+      ("norm", None),
+      ("vocab", None),
+      ("labels", None),
+      ("onehot", None),
+      ("freq", None),
       ("text_embed", None),
   )
 
 
+def _parse_arg(arg: str | None) -> dict[str, str]:
+  """'variant=2B,task=t2v' over the defaults; unknown keys fail naming the known ones."""
+  out = dict(variant="2B", task="t2i")
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = (part.strip() for part in item.partition("="))
+    if not sep or key not in out:
+      raise ValueError(f"config argument {item!r}: expected key=value with key in {sorted(out)}.")
+    out[key] = value
+  return out
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = c2i.parse_arg(arg)
-  variant = args.pop("variant", "2B")
-  task = args.pop("task", "t2i")
-  if args:
-    raise ValueError(f"unknown config arguments {sorted(args)}; known: variant, task.")
+  args = _parse_arg(arg)
+  variant, task = args["variant"], args["task"]
   if task not in SAMPLE_DEFAULTS:
     raise ValueError(f"config argument task must be one of {sorted(SAMPLE_DEFAULTS)}, "
                      f"got {task!r}.")
   config = ml_collections.ConfigDict()
   config.task = task
-  config.seed = 0
   config.model = model_config(variant)
   config.tokenizer = tokenizer_configs.tokenizer_config("tiny" if variant == "tiny" else "video64")
 

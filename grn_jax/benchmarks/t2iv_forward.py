@@ -2,7 +2,8 @@ r"""T2I/T2V transformer forward: time and memory in bf16 and float32, optionally
 official PyTorch module on the same weights (random), in the same run.
 
   python -m grn_jax.benchmarks.t2iv_forward                  # GRN-2B, 1024^2 image (4,096
-                                                             # visual + 512 text tokens)
+                                                             # visual + 512 text tokens: the
+                                                             # sample section of task=t2i)
   python -m grn_jax.benchmarks.t2iv_forward --official=/path/to/MGenAI/GRN --depth=4
       # + the official GRN (eager); --depth keeps the first N blocks so that two copies of the
       # weights fit in host memory (a full 2B is 8.8 GB in float32); the table says so
@@ -37,9 +38,11 @@ flags.DEFINE_integer("depth", 0, "Keep only the first N blocks (0: all).")
 flags.DEFINE_list("dtypes", ["bfloat16", "float32"], "Compute dtypes of our model.")
 flags.DEFINE_integer("batch", 1, "Batch (2 = one guided sampler step).")
 flags.DEFINE_integer("text_len", 512, "Text tokens (the official maximum).")
-flags.DEFINE_string("pixels", "1M", "Pixel bucket (grn_jax.resolution.PIXEL_BUCKETS).")
-flags.DEFINE_float("h_div_w", 1.0, "Height / width (snapped to the nearest template).")
-flags.DEFINE_float("duration", 0.0, "Seconds of video at 16 fps (0: an image).")
+flags.DEFINE_enum("task", "t2i", ["t2i", "t2v"], "Whose sample settings (configs/t2iv.py) "
+                  "give the defaults of --pixels, --h_div_w and --duration.")
+flags.DEFINE_string("pixels", None, "Pixel bucket (grn_jax.resolution.PIXEL_BUCKETS).")
+flags.DEFINE_float("h_div_w", None, "Height / width (snapped to the nearest template).")
+flags.DEFINE_float("duration", None, "Seconds of video at 16 fps (0: an image).")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions after one warm-up.")
 flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
 flags.DEFINE_bool("aot", False, "Only compile denoise on abstract inputs; print its memory.")
@@ -271,10 +274,20 @@ def aot_memory(cfg, batch: int, grid, text_len: int, h_div_w: float) -> None:
     print(f"  {name + ' bytes':<16}{getattr(memory, f'{name}_size_in_bytes') / 2**30:>8.2f} GiB")
 
 
+def sample_settings(task: str, pixels, h_div_w, duration) -> tuple[str, float, float]:
+  """(pixels, h_div_w, duration): the flags where given, else the task's config defaults."""
+  sample = t2iv_configs.get_config(f"variant=tiny,task={task}").sample
+  return (sample.pixels if pixels is None else pixels,
+          sample.h_div_w if h_div_w is None else h_div_w,
+          sample.duration if duration is None else duration)
+
+
 def main(argv):
   del argv
-  grid = token_grid(FLAGS.pixels, FLAGS.h_div_w, FLAGS.duration)
-  template = resolution.nearest_template(FLAGS.h_div_w)
+  pixels, h_div_w, duration = sample_settings(FLAGS.task, FLAGS.pixels, FLAGS.h_div_w,
+                                              FLAGS.duration)
+  grid = token_grid(pixels, h_div_w, duration)
+  template = resolution.nearest_template(h_div_w)
   if FLAGS.aot:
     for dtype in FLAGS.dtypes:
       aot_memory(model_config(FLAGS.variant, FLAGS.depth, dtype), FLAGS.batch, grid,

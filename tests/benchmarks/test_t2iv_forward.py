@@ -23,6 +23,10 @@ def run(*args):
 
 
 def test_grid_flops_and_depth_cut():
+  assert t2iv_forward.sample_settings("t2i", None, None, None) == ("1M", 1.0, 0.0)
+  assert t2iv_forward.sample_settings("t2v", None, 1.0, None) == ("0.41M", 1.0, 2.0)
+  assert t2iv_forward.token_grid(*t2iv_forward.sample_settings("t2v", None, None, None)) == (
+      9, 30, 53)
   assert t2iv_forward.token_grid("1M", 1.0, 0.0) == (1, 64, 64)
   assert t2iv_forward.token_grid("0.41M", 9 / 16, 5.0) == (21, 30, 53)
   cfg = t2iv_forward.model_config("2B", 4, "bfloat16")
