@@ -100,9 +100,8 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *,
   ids = _segment_ids(kv_mask, q_segment_ids, kv_segment_ids, batch, num_q, num_kv)
   if impl == "cudnn":
     return _cudnn(q, k, v, ids, bias, scale)
-  q = q * jnp.asarray(scale, q.dtype)
-  if impl == "splash":
-    return _splash(q, k, v, ids)
+  if impl == "splash":  # the kernel has no scale: fold it into q
+    return _splash(q * jnp.asarray(scale, q.dtype), k, v, ids)
   groups = heads // k.shape[2]
   q5 = q.reshape(batch, num_q, k.shape[2], groups, head_dim)  # head h = kv * G + g
   if impl == "xla":
@@ -110,11 +109,10 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *,
     if ids is not None:
       allowed = ids[0][:, None, None, :, None] == ids[1][:, None, None, None, :]
     if bias is not None:
-      bias = jnp.broadcast_to(bias, (bias.shape[0], heads, num_q, num_kv)).reshape(
-          bias.shape[0], k.shape[2], groups, num_q, num_kv)
-    out = _softmax_attention(q5, k, v, allowed, bias)
+      bias = bias.reshape(bias.shape[0], k.shape[2], groups, num_q, num_kv)
+    out = _softmax_attention(q5, k, v, allowed, bias, scale)
   else:
-    out = _chunked(q5, k, v, ids)
+    out = _chunked(q5, k, v, ids, scale)
   return out.reshape(batch, num_q, heads, head_dim)
 
 
@@ -190,15 +188,15 @@ def _masked_softmax(logits, allowed):
   return exp / jnp.where(total == 0, 1.0, total)
 
 
-@jax.custom_vjp
-def _softmax_attention(q, k, v, allowed, bias):
-  """q [B, N, K, G, D] (scale folded in), k/v [B, M, K, D], allowed bool broadcastable to
-  [B, K, G, N, M] or None, bias [B|1, K, G, N, M] or None -> [B, N, K, G, D]."""
-  return _softmax_attention_fwd(q, k, v, allowed, bias)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _softmax_attention(q, k, v, allowed, bias, scale):
+  """q [B, N, K, G, D], k/v [B, M, K, D], allowed bool broadcastable to [B, K, G, N, M] or None,
+  bias [B|1, K, G, N, M] or None -> [B, N, K, G, D]. The scale multiplies float32 logits."""
+  return _softmax_attention_fwd(q, k, v, allowed, bias, scale)[0]
 
 
-def _softmax_attention_fwd(q, k, v, allowed, bias):
-  logits = jnp.einsum("bnkgd,bmkd->bkgnm", q, k, preferred_element_type=_F32)
+def _softmax_attention_fwd(q, k, v, allowed, bias, scale):
+  logits = jnp.einsum("bnkgd,bmkd->bkgnm", q, k, preferred_element_type=_F32) * scale
   if bias is not None:
     logits = logits + bias.astype(_F32)
   probs = jax.nn.softmax(logits, axis=-1) if allowed is None else _masked_softmax(logits, allowed)
@@ -206,15 +204,16 @@ def _softmax_attention_fwd(q, k, v, allowed, bias):
   return out, (q, k, v, probs, out, bias)
 
 
-def _softmax_attention_bwd(res, dout):
+def _softmax_attention_bwd(scale, res, dout):
   q, k, v, probs, out, bias = res
   p = probs.astype(v.dtype)
   dv = jnp.einsum("bkgnm,bnkgd->bmkd", p, dout)
   dp = jnp.einsum("bnkgd,bmkd->bkgnm", dout, v, preferred_element_type=_F32)
   delta = jnp.einsum("bnkgd,bnkgd->bkgn", dout.astype(_F32), out.astype(_F32))[..., None]
   dlogits = probs * (dp - delta)  # zero wherever the probability is (masked entries)
-  dq = jnp.einsum("bkgnm,bmkd->bnkgd", dlogits.astype(q.dtype), k)
-  dk = jnp.einsum("bkgnm,bnkgd->bmkd", dlogits.astype(q.dtype), q)
+  dscores = (dlogits * scale).astype(q.dtype)
+  dq = jnp.einsum("bkgnm,bmkd->bnkgd", dscores, k)
+  dk = jnp.einsum("bkgnm,bnkgd->bmkd", dscores, q)
   dbias = None
   if bias is not None:
     dbias = dlogits.sum(axis=0, keepdims=True) if bias.shape[0] == 1 else dlogits
@@ -338,8 +337,8 @@ def _even_chunk(length: int, target: int) -> int:
   return _round_up(-(-length // -(-length // target)), 8)
 
 
-def _chunked(q, k, v, ids):
-  """q [B, N, K, G, D] (scale folded in), k/v [B, M, K, D] -> [B, N, K, G, D]."""
+def _chunked(q, k, v, ids, scale):
+  """q [B, N, K, G, D], k/v [B, M, K, D] -> [B, N, K, G, D]."""
   num_q, num_kv = q.shape[1], k.shape[1]
   block_q, block_kv = _even_chunk(num_q, CHUNK_Q), _even_chunk(num_kv, CHUNK_KV)
   pad_q, pad_kv = _round_up(num_q, block_q) - num_q, _round_up(num_kv, block_kv) - num_kv
@@ -354,7 +353,7 @@ def _chunked(q, k, v, ids):
     if ids is not None:
       ids = (jnp.pad(ids[0], ((0, 0), (0, pad_q))), ids[1])
   q_ids, kv_ids = (None, None) if ids is None else ids
-  return _flash(q, k, v, q_ids, kv_ids, block_q, block_kv)[:, :num_q]
+  return _flash(q, k, v, q_ids, kv_ids, scale, block_q, block_kv)[:, :num_q]
 
 
 def _split(x, block):
@@ -371,21 +370,21 @@ def _merge(x):
   return x.reshape(x.shape[0], -1, *x.shape[3:])
 
 
-def _tile_logits(q_tile, k_tile, q_ids, kv_ids):
+def _tile_logits(q_tile, k_tile, q_ids, kv_ids, scale):
   """[B, bq, K, G, D] x [B, bk, K, D] -> float32 [B, K, G, bq, bk], -inf where not allowed."""
-  logits = jnp.einsum("bqkgd,bmkd->bkgqm", q_tile, k_tile, preferred_element_type=_F32)
+  logits = jnp.einsum("bqkgd,bmkd->bkgqm", q_tile, k_tile, preferred_element_type=_F32) * scale
   if q_ids is None:
     return logits
   allowed = q_ids[:, None, None, :, None] == kv_ids[:, None, None, None, :]
   return jnp.where(allowed, logits, -jnp.inf)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _flash(q, k, v, q_ids, kv_ids, block_q, block_kv):
-  return _flash_fwd(q, k, v, q_ids, kv_ids, block_q, block_kv)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _flash(q, k, v, q_ids, kv_ids, scale, block_q, block_kv):
+  return _flash_fwd(q, k, v, q_ids, kv_ids, scale, block_q, block_kv)[0]
 
 
-def _flash_fwd(q, k, v, q_ids, kv_ids, block_q, block_kv):
+def _flash_fwd(q, k, v, q_ids, kv_ids, scale, block_q, block_kv):
   k_tiles, v_tiles, kv_id_tiles = _split(k, block_kv), _split(v, block_kv), _split(kv_ids, block_kv)
 
   def q_chunk(args):
@@ -396,7 +395,7 @@ def _flash_fwd(q, k, v, q_ids, kv_ids, block_q, block_kv):
     def kv_step(carry, tiles):
       row_max, total, acc = carry
       k_tile, v_tile, kv_id_tile = tiles
-      logits = _tile_logits(q_tile, k_tile, q_id_tile, kv_id_tile)
+      logits = _tile_logits(q_tile, k_tile, q_id_tile, kv_id_tile, scale)
       new_max = jnp.maximum(row_max, logits.max(axis=-1))
       safe_max = jnp.where(jnp.isneginf(new_max), 0.0, new_max)
       probs = jnp.exp(logits - safe_max[..., None])
@@ -420,7 +419,7 @@ def _flash_fwd(q, k, v, q_ids, kv_ids, block_q, block_kv):
   return out, (q, k, v, q_ids, kv_ids, out, lse)
 
 
-def _flash_bwd(block_q, block_kv, res, dout):
+def _flash_bwd(scale, block_q, block_kv, res, dout):
   q, k, v, q_ids, kv_ids, out, lse = res
   k_tiles, v_tiles, kv_id_tiles = _split(k, block_kv), _split(v, block_kv), _split(kv_ids, block_kv)
 
@@ -431,11 +430,12 @@ def _flash_bwd(block_q, block_kv, res, dout):
 
     def kv_step(dq, kv):
       k_tile, v_tile, kv_id_tile = kv
-      probs = jnp.exp(_tile_logits(q_tile, k_tile, q_id_tile, kv_id_tile) - lse_tile[..., None])
+      logits = _tile_logits(q_tile, k_tile, q_id_tile, kv_id_tile, scale)
+      probs = jnp.exp(logits - lse_tile[..., None])
       dv = jnp.einsum("bkgqm,bqkgd->bmkd", probs.astype(v.dtype), dout_tile,
                       preferred_element_type=_F32)
       dprobs = jnp.einsum("bqkgd,bmkd->bkgqm", dout_tile, v_tile, preferred_element_type=_F32)
-      dlogits = (probs * (dprobs - delta[..., None])).astype(q.dtype)
+      dlogits = (probs * (dprobs - delta[..., None]) * scale).astype(q.dtype)
       dq = dq + jnp.einsum("bkgqm,bmkd->bqkgd", dlogits, k_tile, preferred_element_type=_F32)
       dk = jnp.einsum("bkgqm,bqkgd->bmkd", dlogits, q_tile, preferred_element_type=_F32)
       return dq, (dk, dv)
