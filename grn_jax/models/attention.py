@@ -74,7 +74,8 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *,
               kv_segment_ids: jnp.ndarray | None = None,
               bias: jnp.ndarray | None = None,
               scale: float | None = None,
-              impl: str = "auto") -> jnp.ndarray:
+              impl: str = "auto",
+              heads_major: bool = False) -> jnp.ndarray:
   """softmax(q k^T * scale + bias) v over the allowed keys (see the module docstring).
 
   Args:
@@ -88,32 +89,49 @@ def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *,
     bias: optional float [B or 1, Hq, N, M] added to the logits ('xla', 'cudnn', 'auto').
     scale: logits scale, default D ** -0.5 (umT5 uses 1.0).
     impl: 'auto' | 'xla' | 'cudnn' | 'splash' | 'chunked'.
+    heads_major: q, k, v and the output are [B, H, N, D] instead: the layout 'xla' computes
+      in, so a caller that has it (the C2I block) saves the transposes on XLA:CPU.
 
   Returns:
-    [B, N, Hq, D] in q.dtype; rows without any allowed key are zeros.
+    [B, N, Hq, D] (heads_major: [B, Hq, N, D]) in q.dtype; rows without any allowed key are
+    zeros.
   """
+  if heads_major:
+    q, k, v = (a.swapaxes(1, 2) for a in (q, k, v))  # checks and the other impls: [B, N, H, D]
   batch, num_q, heads, head_dim = _check_inputs(q, k, v, kv_mask, q_segment_ids,
                                                 kv_segment_ids, bias)
-  num_kv = k.shape[1]
+  num_kv, kv_heads = k.shape[1], k.shape[2]
   impl = resolve_impl(impl, num_q, num_kv, bias is not None)
   scale = head_dim**-0.5 if scale is None else float(scale)
   ids = _segment_ids(kv_mask, q_segment_ids, kv_segment_ids, batch, num_q, num_kv)
-  if impl == "cudnn":
-    return _cudnn(q, k, v, ids, bias, scale)
-  if impl == "splash":  # the kernel has no scale: fold it into q
-    return _splash(q * jnp.asarray(scale, q.dtype), k, v, ids)
-  groups = heads // k.shape[2]
-  q5 = q.reshape(batch, num_q, k.shape[2], groups, head_dim)  # head h = kv * G + g
+  groups = heads // kv_heads
   if impl == "xla":
+    # Heads-major (a no-op for heads_major callers), the G query heads of a key/value head and
+    # their N queries as one axis of G * N rows: 4-D matmuls that XLA:CPU fuses with the
+    # softmax, no repeated k, v. In float32 the scale goes into q (N x D products, not N x M).
+    rows = groups * num_q
+    q_rows = q.swapaxes(1, 2).reshape(batch, kv_heads, rows, head_dim)
     allowed = None
     if ids is not None:
-      allowed = ids[0][:, None, None, :, None] == ids[1][:, None, None, None, :]
+      allowed = ids[0][:, None, :, None] == ids[1][:, None, None, :]  # [B, 1, N, M]
+      if groups > 1:
+        allowed = jnp.broadcast_to(allowed[:, :, None], (batch, 1, groups, num_q, num_kv))
+        allowed = allowed.reshape(batch, 1, rows, num_kv)
     if bias is not None:
-      bias = bias.reshape(bias.shape[0], k.shape[2], groups, num_q, num_kv)
-    out = _softmax_attention(q5, k, v, allowed, bias, scale)
+      bias = bias.reshape(bias.shape[0], kv_heads, rows, num_kv)
+    if q.dtype == jnp.float32:
+      q_rows, scale = q_rows * scale, 1.0
+    out = _softmax_attention(q_rows, k.swapaxes(1, 2), v.swapaxes(1, 2), allowed, bias, scale)
+    out = out.reshape(batch, heads, num_q, head_dim)
+    return out if heads_major else out.swapaxes(1, 2)
+  if impl == "cudnn":
+    out = _cudnn(q, k, v, ids, bias, scale)
+  elif impl == "splash":  # the kernel has no scale: fold it into q
+    out = _splash(q * jnp.asarray(scale, q.dtype), k, v, ids)
   else:
-    out = _chunked(q5, k, v, ids, scale)
-  return out.reshape(batch, num_q, heads, head_dim)
+    q5 = q.reshape(batch, num_q, kv_heads, groups, head_dim)  # head h = kv * G + g
+    out = _chunked(q5, k, v, ids, scale).reshape(batch, num_q, heads, head_dim)
+  return out.swapaxes(1, 2) if heads_major else out
 
 
 def _check_inputs(q, k, v, kv_mask, q_segment_ids, kv_segment_ids, bias):
@@ -190,30 +208,31 @@ def _masked_softmax(logits, allowed):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _softmax_attention(q, k, v, allowed, bias, scale):
-  """q [B, N, K, G, D], k/v [B, M, K, D], allowed bool broadcastable to [B, K, G, N, M] or None,
-  bias [B|1, K, G, N, M] or None -> [B, N, K, G, D]. The scale multiplies float32 logits."""
+  """q [B, K, R, D] (R query rows per key/value head), k/v [B, K, M, D], allowed bool
+  broadcastable to [B, K, R, M] or None, bias [B|1, K, R, M] or None -> [B, K, R, D]. The scale
+  multiplies the float32 logits."""
   return _softmax_attention_fwd(q, k, v, allowed, bias, scale)[0]
 
 
 def _softmax_attention_fwd(q, k, v, allowed, bias, scale):
-  logits = jnp.einsum("bnkgd,bmkd->bkgnm", q, k, preferred_element_type=_F32) * scale
+  logits = jnp.einsum("bkrd,bkmd->bkrm", q, k, preferred_element_type=_F32) * scale
   if bias is not None:
     logits = logits + bias.astype(_F32)
   probs = jax.nn.softmax(logits, axis=-1) if allowed is None else _masked_softmax(logits, allowed)
-  out = jnp.einsum("bkgnm,bmkd->bnkgd", probs.astype(v.dtype), v)
+  out = jnp.einsum("bkrm,bkmd->bkrd", probs.astype(v.dtype), v)
   return out, (q, k, v, probs, out, bias)
 
 
 def _softmax_attention_bwd(scale, res, dout):
   q, k, v, probs, out, bias = res
   p = probs.astype(v.dtype)
-  dv = jnp.einsum("bkgnm,bnkgd->bmkd", p, dout)
-  dp = jnp.einsum("bnkgd,bmkd->bkgnm", dout, v, preferred_element_type=_F32)
-  delta = jnp.einsum("bnkgd,bnkgd->bkgn", dout.astype(_F32), out.astype(_F32))[..., None]
+  dv = jnp.einsum("bkrm,bkrd->bkmd", p, dout)
+  dp = jnp.einsum("bkrd,bkmd->bkrm", dout, v, preferred_element_type=_F32)
+  delta = jnp.sum(dout.astype(_F32) * out.astype(_F32), axis=-1, keepdims=True)
   dlogits = probs * (dp - delta)  # zero wherever the probability is (masked entries)
   dscores = (dlogits * scale).astype(q.dtype)
-  dq = jnp.einsum("bkgnm,bmkd->bnkgd", dscores, k)
-  dk = jnp.einsum("bkgnm,bnkgd->bmkd", dscores, q)
+  dq = jnp.einsum("bkrm,bkmd->bkrd", dscores, k)
+  dk = jnp.einsum("bkrm,bkrd->bkmd", dscores, q)
   dbias = None
   if bias is not None:
     dbias = dlogits.sum(axis=0, keepdims=True) if bias.shape[0] == 1 else dlogits

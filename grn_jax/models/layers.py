@@ -218,9 +218,10 @@ def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarra
 class Attention(nn.Module):
   """Multi-head self-attention with qk RMSNorm and 2-D RoPE (no mask: fully bidirectional).
 
-  q, k, v stay [B, N, heads, head_dim] from the fused qkv projection to the output projection;
-  the softmax is `attention.attention` (logits and softmax in float32, as the official code
-  upcasts q and k), whose `impl` comes from `config.model.attention_impl`.
+  Heads-major [B, heads, N, head_dim] from one transpose of the fused qkv projection to the
+  output projection (the layout of `attention.attention(..., heads_major=True)`'s fast XLA:CPU
+  path); logits and softmax in float32, as the official code upcasts q and k. `impl` comes from
+  `config.model.attention_impl`.
   """
   num_heads: int
   dtype: Dtype = jnp.float32
@@ -232,15 +233,16 @@ class Attention(nn.Module):
     head_dim = hidden // self.num_heads
     qkv = Dense((3, self.num_heads, head_dim), ("embed", "qkv", "heads", "kv"),
                 dtype=self.dtype, name="qkv")(x)  # [B, N, 3, heads, hd]
-    cos, sin = cos[:, None, :], sin[:, None, :]  # [N, 1, hd] against [B, N, heads, hd]
-    q = apply_rope(RMSNorm(name="q_norm")(qkv[:, :, 0]), cos, sin)
-    k = apply_rope(RMSNorm(name="k_norm")(qkv[:, :, 1]), cos, sin)
-    v = qkv[:, :, 2]
-    q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
-    k = nn.with_logical_constraint(k, ("batch", "length", "act_heads", "kv"))
-    out = attention.attention(q, k, v, scale=head_dim**-0.5, impl=self.impl)
+    qkv = qkv.transpose(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
+    q = apply_rope(RMSNorm(name="q_norm")(qkv[0]), cos, sin)
+    k = apply_rope(RMSNorm(name="k_norm")(qkv[1]), cos, sin)
+    v = qkv[2]
+    q = nn.with_logical_constraint(q, ("batch", "act_heads", "length", "kv"))
+    k = nn.with_logical_constraint(k, ("batch", "act_heads", "length", "kv"))
+    out = attention.attention(q, k, v, scale=head_dim**-0.5, impl=self.impl, heads_major=True)
+    out = out.astype(self.dtype).transpose(0, 2, 1, 3)  # [B, N, heads, hd]
     return Dense((hidden,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype,
-                 kernel_init=xavier_uniform((0, 1), (2,)), name="proj")(out.astype(self.dtype))
+                 kernel_init=xavier_uniform((0, 1), (2,)), name="proj")(out)
 
 
 def swiglu_hidden(hidden_size: int, mlp_ratio: float) -> int:

@@ -170,8 +170,9 @@ def test_splash_under_shard_map_on_a_mesh():
 
 
 def test_chunked_memory_is_bounded():
-  """Compiled temp buffers, forward and gradient: xla holds the [H, N, M] float32 scores and
-  grows 4x when N = M doubles; chunked stays a fraction of one score matrix and grows linearly."""
+  """Compiled temp buffers: xla's gradient holds the [H, N, M] float32 probabilities (its
+  forward XLA:CPU may fuse into one pass); chunked stays a fraction of one score matrix in both
+  passes and grows linearly when N = M doubles."""
   temps = {}
   for n in (4096, 8192):
     spec = jax.ShapeDtypeStruct((1, n, 2, 32), jnp.float32)
@@ -182,7 +183,7 @@ def test_chunked_memory_is_bounded():
                         .temp_size_in_bytes for f in (fn, grad_fn)]
   for n in (4096, 8192):
     scores = 2 * n * n * 4  # bytes of the float32 scores of both heads
-    assert min(temps["xla", n]) >= scores, temps
+    assert temps["xla", n][1] >= scores, temps
   assert max(temps["chunked", 8192]) < 2 * 8192 * 8192 * 4 / 8, temps
   for pass_ in (0, 1):
     assert temps["chunked", 8192][pass_] < 2.5 * temps["chunked", 4096][pass_], temps
