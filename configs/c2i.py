@@ -4,10 +4,14 @@
   --config=configs/c2i.py:variant=tiny         a CPU-sized model for tests
   --config=configs/c2i.py:variant=B,label_mode=bit
 
-Any field can be overridden on the command line: --config.optim.blr=1e-4.
+Any field can be overridden on the command line: --config.optim.blr=1e-4,
+--config.train.global_batch_size=512.
 """
 
 import ml_collections
+
+from configs import common
+from configs import tokenizer
 
 # depth, hidden, heads, bottleneck, in_context_start, per-device batch of the official script.
 VARIANTS = {
@@ -17,17 +21,6 @@ VARIANTS = {
     "G": dict(depth=40, hidden_size=1664, num_heads=16, bottleneck_dim=256, in_context_start=10),
     "tiny": dict(depth=2, hidden_size=64, num_heads=4, bottleneck_dim=16, in_context_start=1),
 }
-
-
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """'variant=B,label_mode=bit' -> {'variant': 'B', 'label_mode': 'bit'}."""
-  out = {}
-  for item in filter(None, (arg or "").split(",")):
-    if "=" not in item:
-      raise ValueError(f"config argument {item!r} must look like key=value.")
-    key, value = item.split("=", 1)
-    out[key.strip()] = value.strip()
-  return out
 
 
 def model_config(variant: str, label_mode: str = "ind") -> ml_collections.ConfigDict:
@@ -47,42 +40,26 @@ def model_config(variant: str, label_mode: str = "ind") -> ml_collections.Config
       dtype="float32",                 # compute dtype; bfloat16 on accelerators
       remat_policy="none",             # none | full | dots | dots_no_batch
       scan_layers=False,               # nn.scan over identical blocks (stacked params)
-      attention_impl="auto",           # auto | xla | cudnn | splash | chunked (models/attention.py)
+      attention_impl="auto",           # auto | xla | cudnn | splash | chunked
       **VARIANTS[variant],
   ))
 
 
-def tokenizer_config(tiny: bool) -> ml_collections.ConfigDict:
-  """The HBQ image tokenizer (d=16, M=4); `tiny` is a random-weight CPU-sized one."""
-  if tiny:
-    return ml_collections.ConfigDict(dict(
-        dim=8, dec_dim=8, latent_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
-        temporal_downsample=(False, True, True), dtype="float32", checkpoint="",
-        frame_chunk=0, tile_latent=0, tile_overlap=2))
-  return ml_collections.ConfigDict(dict(
-      dim=160, dec_dim=256, latent_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
-      temporal_downsample=(False, True, True), dtype="float32",
-      checkpoint="hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt",
-      frame_chunk=0,    # >0: videos stream this many latent frames per step (exact, less memory)
-      tile_latent=0,    # >0: decode in spatial tiles of this many latent tokens (approximate)
-      tile_overlap=2))  # latent tokens shared (linearly blended) by neighbouring tiles
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = parse_arg(arg)
-  variant = args.pop("variant", "B")
-  label_mode = args.pop("label_mode", "ind")
-  if args:
-    raise ValueError(f"unknown config arguments {sorted(args)}; known: variant, label_mode.")
+  args = common.parse_arg(arg, dict(variant="B", label_mode="ind"))
+  variant = args["variant"]
   tiny = variant == "tiny"
 
   config = ml_collections.ConfigDict()
+  config.task = "c2i"
+  config.mode = "train"             # what `python -m grn_jax.main` runs without --mode
   config.seed = 0
-  config.model = model_config(variant, label_mode)
-  config.tokenizer = tokenizer_config(tiny)
+  config.model = model_config(variant, args["label_mode"])
+  config.tokenizer = tokenizer.tokenizer_config("tiny" if tiny else "image16")
 
   # Input (GRN-SPEC §E.1): ImageNet through tfds, a folder of class sub-folders, or the
   # pre-tokenized HBQ label shards written by `python -m grn_jax.data.tokenize_dataset`.
+  # grain shuffles the whole index space every epoch (no shuffle buffer).
   config.data = ml_collections.ConfigDict(dict(
       source="tfds",              # tfds | folder | label_shards | synthetic | arrays
       name="imagenet2012",        # tfds name
@@ -91,14 +68,31 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       image_size=256,             # = 16 * model.input_size
       random_flip=True,           # image sources (before on-the-fly tokenization)
       num_workers=8,              # grain worker processes (0 = threads in process)
-      shuffle_buffer=0,           # unused: grain shuffles the whole index space per epoch
       synthetic_seed=0,           # source='synthetic': fixed class templates + 25% noise
-      tokenizer_random_init=False,  # True: random tokenizer weights (tests only, warns)
   ))
   if tiny:
     config.data.update(source="synthetic", image_size=64, num_workers=0)
 
-  # Optimisation (official script: 8 x 128 = 1024 global batch, blr 5e-5 -> lr 2e-4).
+  # Training loop (official script: 8 x 128 = 1024 global batch, 600 epochs).
+  config.train = ml_collections.ConfigDict(dict(
+      global_batch_size=8 if tiny else 1024,
+      num_epochs=600,
+      total_steps=-1,             # > 0 limits the run
+      train_examples=1_281_167,   # epoch size without a data set at hand (synthetic, benchmarks)
+      ema_decays=(0.9999, 0.9996),
+      log_every_steps=100,
+      checkpoint_every_steps=5000,
+      keep_checkpoints=3,
+      async_checkpointing=True,
+      init_from="",               # Orbax {'params': ...} dir (converter output) to start from
+      sample_every_steps=0,       # > 0: write grn_jax.sampling.sample_grid_fn grids
+      peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
+  ))
+  if tiny:
+    config.train.update(train_examples=256, num_epochs=8, log_every_steps=10,
+                        checkpoint_every_steps=50)
+
+  # Optimisation (official: blr 5e-5 -> lr 2e-4 at batch 1024).
   config.optim = ml_collections.ConfigDict(dict(
       blr=5e-5,                   # lr = blr * global_batch / 256
       b1=0.9,
@@ -110,25 +104,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       min_lr=0.0,
       eps=1e-8,
   ))
-  config.global_batch_size = 8 if tiny else 1024
-  config.num_epochs = 600
-  config.total_steps = -1         # > 0 limits the run
-  config.train_examples = 1_281_167
-  config.P_mean = -0.8            # keep ratio t = sigmoid(N(P_mean, P_std))
-  config.P_std = 0.8
-  config.label_drop_prob = 0.1
-  config.ema_decays = (0.9999, 0.9996)
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 5000
-  config.keep_checkpoints = 3
-  config.peak_flops_per_device = 0.0  # for MFU; 0 = measure the matmul peak at start
-  config.async_checkpointing = True
-  config.init_from = ""           # Orbax {'params': ...} dir (converter output) to start from
-  config.sample_every_steps = 0   # > 0: write grn_jax.sampling.sample_grid_fn grids
   if tiny:
-    config.update(train_examples=256, num_epochs=8, log_every_steps=10,
-                  checkpoint_every_steps=50)
     config.optim.update(warmup_epochs=1, blr=1e-3, grad_clip_norm=1.0)
+
+  # Training corruption: keep ratio t = sigmoid(N(keep_logit_mean, keep_logit_std^2)) (official
+  # P_mean, P_std), the null class with probability label_drop_prob.
+  config.corruption = ml_collections.ConfigDict(dict(
+      keep_logit_mean=-0.8,
+      keep_logit_std=0.8,
+      label_drop_prob=0.1,
+  ))
 
   # Sampling (official eval script: tau 1.31, cfg 2.35, interval (0.44, 1.0), 50 steps).
   config.sample = ml_collections.ConfigDict(dict(
@@ -160,42 +145,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       write_npz=True,             # samples.npz: images uint8 [N, H, W, 3], labels, steps
   ))
 
-  # Evaluation (grn_jax/evaluation): FID / IS / precision-recall of samples, tokenizer table.
+  # Evaluation (grn_jax/evaluation/tokenizer_metrics.py; grn_jax.evaluation.fid takes flags).
   config.eval = ml_collections.ConfigDict(dict(
       inception="",               # FID Inception .npz/.pth; empty: $GRN_JAX_INCEPTION or ~/.cache
-      ref_stats="VIRTUAL_imagenet256_labeled.npz",  # mu/sigma npz (see evaluation/reference.py)
-      batch_size=200,             # Inception batch
-      is_splits=10,
-      precision_recall=False,     # needs the reference images (ADM batch arr_0)
-      pr_k=3,
-      recon_num_images=1000,      # tokenizer_metrics default image count
+      recon_num_images=1000,      # images of the tokenizer reconstruction table
   ))
 
-  # Mesh: -1 = all remaining devices. Logical axis -> mesh axis rules (maxtext style).
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  config.sharding_rules = (
-      ("batch", ("data", "fsdp")),
-      ("embed", "fsdp"),
-      ("embed_out", "tensor"),
-      ("mlp", "tensor"),
-      ("heads", "tensor"),
-      ("act_heads", "tensor"),
-      ("act_mlp", "tensor"),
-      ("act_embed", None),
-      ("kv", None),
-      ("qkv", None),
-      ("gate", None),
-      ("chunk", None),
-      ("length", None),
-      ("layers", None),
-      ("norm", None),
-      ("classes", None),
-      ("vocab", None),
-      ("labels", None),
-      ("onehot", None),
-      ("patch_h", None),
-      ("patch_w", None),
-      ("bottleneck", None),
-      ("freq", None),
-  )
+  config.mesh = common.mesh_config()
+  config.sharding_rules = common.sharding_rules()
   return config

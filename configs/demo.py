@@ -7,21 +7,19 @@ them into HBQ labels, trains a class-conditional GRN on the labels with the C2I 
 samples a class grid, a refinement animation and `samples.npz` (about 8-10 minutes on 2 CPU
 cores). `--config=configs/demo.py:size=test` is a seconds-long version for tests.
 
-The sections mirror configs/c2i.py (model, tokenizer, data, optim, sample, mesh,
-sharding_rules and the top-level training fields), so the C2I trainer and the sampler read this
+The sections are those of configs/c2i.py (task, model, tokenizer, data, train, optim,
+corruption, sample, eval, mesh, sharding_rules), so the C2I trainer and the sampler read this
 config unchanged; `tokenizer_train` and `demo` are demo-only.
 """
 
 import ml_collections
 
 from configs import c2i
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = c2i.parse_arg(arg)
-  size = args.pop("size", "default")
-  if args:
-    raise ValueError(f"unknown config arguments {sorted(args)}; known: size=default|test.")
+  size = common.parse_arg(arg, dict(size="default"))["size"]
   if size not in ("default", "test"):
     raise ValueError(f"config argument size must be 'default' or 'test', got {size!r}.")
   test = size == "test"
@@ -29,7 +27,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Start from the tiny C2I config so that every field the trainer and sampler know is there.
   config = c2i.get_config("variant=tiny")
   config.mode = "demo"
-  config.seed = 0
 
   image_size = 32                 # 8x8 digits upsampled; the tokenizer stride 16 gives 2x2
   latent_dim = 16
@@ -65,20 +62,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       source="arrays", name="sklearn_digits", split="train", image_size=image_size,
       random_flip=False, num_workers=0)
 
-  config.global_batch_size = 128
-  config.train_examples = 1797
-  config.num_epochs = 300
-  config.total_steps = 2000       # about 140 epochs of 14 batches (~3-4 min on 2 CPU cores)
-  config.P_mean = -0.8
-  config.P_std = 0.8
-  config.label_drop_prob = 0.1
-  config.ema_decays = (0.999, 0.99)   # short run: the official 0.9999 would barely move
-  config.log_every_steps = 500
-  config.checkpoint_every_steps = 2000
-  config.keep_checkpoints = 1
-  config.peak_flops_per_device = 1e11  # nominal: skips the start-up matmul measurement
-  config.async_checkpointing = False
-  config.sample_every_steps = 0
+  config.train.update(
+      global_batch_size=128,
+      train_examples=1797,
+      num_epochs=300,
+      total_steps=2000,           # about 140 epochs of 14 batches (~3-4 min on 2 CPU cores)
+      ema_decays=(0.999, 0.99),   # short run: the official 0.9999 would barely move
+      log_every_steps=500,
+      checkpoint_every_steps=2000,
+      keep_checkpoints=1,
+      peak_flops_per_device=1e11,  # nominal: skips the start-up matmul measurement
+      async_checkpointing=False,
+      sample_every_steps=0)
+  config.corruption.update(keep_logit_mean=-0.8, keep_logit_std=0.8, label_drop_prob=0.1)
   config.optim.update(blr=2e-3, warmup_epochs=5, grad_clip_norm=1.0, schedule="cosine",
                       min_lr=1e-5)   # peak lr = blr * 128 / 256 = 1e-3
 
@@ -113,10 +109,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(depth=2, hidden_size=32, num_heads=2, bottleneck_dim=8,
                         in_context_len=2, latent_dim=4)
     config.tokenizer_train.update(steps=3, batch_size=8, warmup_steps=1, log_every_steps=1)
-    config.global_batch_size = 16
-    config.total_steps = 3
-    config.log_every_steps = 1
-    config.checkpoint_every_steps = 3
+    config.train.update(global_batch_size=16, total_steps=3, log_every_steps=1,
+                        checkpoint_every_steps=3)
     config.sample.update(num_steps=3, per_class=2, batch_size=20, warmup_steps=1, min_steps=2,
                          max_steps=4)
     config.demo.update(grid_per_class=2, animation_classes=(0, 1), evaluate=False)

@@ -7,12 +7,11 @@ r"""Text-to-image / text-to-video GRN (official `GRN2b`, GRN-SPEC §G; pipeline 
 
 Released weights (convert with `python -m grn_jax.convert --kind=t2iv`):
 hf://bytedance-research/GRN/GRN_T2I_2B.pth and .../GRN_T2V_2B.pth.
-
-Self-contained for now (argument parsing, mesh, rules); configs/common.py will own those.
 """
 
 import ml_collections
 
+from configs import common
 from configs import tokenizer as tokenizer_configs
 
 # The 8B is not released: sized after the project page and the InfinityStar family the 2B
@@ -50,44 +49,18 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   ))
 
 
-def sharding_rules() -> tuple:
-  """Logical axis -> mesh axes: those of the C2I family plus kv heads and the text features."""
-  return (
-      ("batch", ("data", "fsdp")),
-      ("embed", "fsdp"),
-      ("embed_out", "tensor"),
-      ("mlp", "tensor"),
-      ("heads", "tensor"),
-      ("kv_heads", "tensor"),
-      ("act_heads", "tensor"),
-      ("act_kv_heads", "tensor"),
-      ("act_mlp", "tensor"),
-      ("act_embed", None),
-      ("kv", None),
-      ("length", None),
-      ("layers", None),
-      ("norm", None),
-      ("vocab", None),
-      ("labels", None),
-      ("onehot", None),
-      ("freq", None),
-      ("text_embed", None),
-  )
-
-
-def _parse_arg(arg: str | None) -> dict[str, str]:
-  """'variant=2B,task=t2v' over the defaults; unknown keys fail naming the known ones."""
-  out = dict(variant="2B", task="t2i")
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = (part.strip() for part in item.partition("="))
-    if not sep or key not in out:
-      raise ValueError(f"config argument {item!r}: expected key=value with key in {sorted(out)}.")
-    out[key] = value
-  return out
+def sharding_rules() -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+  """Logical axis -> mesh axes: those of configs/common.py this family uses, plus its key/value
+  heads (parameters and activations, over 'tensor') and the text-feature axis of text_proj."""
+  used = ("batch", "embed", "embed_out", "mlp", "heads", "act_heads", "act_mlp", "act_embed",
+          "kv", "length", "layers", "norm", "vocab", "labels", "onehot", "freq")
+  rules = dict(common.sharding_rules())
+  return tuple((name, rules[name]) for name in used) + (
+      ("kv_heads", "tensor"), ("act_kv_heads", "tensor"), ("text_embed", None))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = _parse_arg(arg)
+  args = common.parse_arg(arg, dict(variant="2B", task="t2i"))
   variant, task = args["variant"], args["task"]
   if task not in SAMPLE_DEFAULTS:
     raise ValueError(f"config argument task must be one of {sorted(SAMPLE_DEFAULTS)}, "
@@ -107,6 +80,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       **SAMPLE_DEFAULTS[task],    # pixels: bucket of grn_jax.resolution.PIXEL_BUCKETS;
   ))                              # h_div_w: height / width; duration: seconds (0 = image)
 
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  config.mesh = common.mesh_config()
   config.sharding_rules = sharding_rules()
   return config

@@ -1,7 +1,8 @@
 """Orbax checkpoints: parameter directories and the training checkpoint manager.
 
 Parameter directories (`save_params` / `restore_params`) hold one Orbax PyTree `{'params': ...}`;
-the converter CLI writes them from released PyTorch weights and `config.init_from` reads them.
+the converter CLI writes them from released PyTorch weights and `config.train.init_from` reads
+them.
 
 Training checkpoints (`TrainCheckpointer`) live in `workdir/checkpoints/<step>/` with three items:
 `state` (TrainState: params, optimizer, both EMAs, step), `data` (the grain iterator state, JSON)

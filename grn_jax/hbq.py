@@ -17,12 +17,9 @@ One-hot layouts of the official networks (K classes, D labels per token):
   * T2I/T2V (label-major): channel j * K + k      -> `onehot_label_major`.
 """
 
-from typing import Literal
-
 import jax.numpy as jnp
 import numpy as np
 
-LabelMode = Literal["ind", "bit"]
 LABEL_MODES = ("ind", "bit")
 
 

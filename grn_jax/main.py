@@ -4,14 +4,17 @@ r"""grn_jax entry point.
   python -m grn_jax.main --mode=sample --config=configs/c2i.py:variant=B --workdir=DIR
   python -m grn_jax.main --config=configs/demo.py --workdir=DIR        # embedded demo
 
-`main(argv)` is importable from a notebook; `run(mode, config, workdir)` is the plain-Python
-form of the same thing.
+`config.task` names the model family (today: c2i); `--mode` (default `config.mode`) what to
+run. `main(argv)` is importable from a notebook; `run(mode, config, workdir)` is the
+plain-Python form of the same thing. Both check every section of the config first, so an unknown
+or missing field fails at start-up, naming it.
 """
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -19,18 +22,44 @@ config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go (may be gs://).")
 flags.DEFINE_enum("mode", None, ["train", "sample", "demo"],
-                  "What to run; default: config.mode if the config has one, else train.")
+                  "What to run; default: config.mode.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU pods, multi-process GPU).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = ("train", "sample", "demo")
+TASKS = ("c2i",)
+DEMO_SECTIONS = ("tokenizer_train", "demo")  # configs/demo.py only
 
 
-def run(mode: str, config, workdir: str):
-  """Runs one mode on a config; returns what that mode returns (final state, paths, ...)."""
-  if mode not in MODES:
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the task, the mode and every field of every section (errors name them)."""
+  # pylint: disable=g-import-not-at-top
+  from grn_jax import config_check
+  from grn_jax.demo import run as demo_run
+  from grn_jax.trainers import c2i as c2i_trainer
+  from grn_jax.trainers import tokenizer as tokenizer_trainer
+  # pylint: enable=g-import-not-at-top
+  if "task" in config and config.task not in TASKS:
+    raise ValueError(f"config.task={config.task!r}: grn_jax.main runs the tasks {TASKS}.")
+  c2i_trainer.validate_config(config, extra_sections=DEMO_SECTIONS)
+  if config.mode not in MODES:
+    raise ValueError(f"config.mode={config.mode!r} must be one of {MODES}.")
+  if "tokenizer_train" in config:
+    config_check.check_fields(config.tokenizer_train, "tokenizer_train",
+                              tokenizer_trainer.TRAIN_FIELDS)
+  if "demo" in config:
+    config_check.check_fields(config.demo, "demo", demo_run.DEMO_FIELDS)
+
+
+def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
+  """Runs one mode (None: config.mode) on a config; returns what that mode returns."""
+  if mode is not None and mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose from {MODES}.")
+  validate_config(config)
+  mode = mode or config.mode
+  logging.info("grn_jax %s %s on %d devices (%d processes)", config.task, mode,
+               jax.device_count(), jax.process_count())
   if mode == "train":
     from grn_jax.trainers import c2i as trainer  # pylint: disable=g-import-not-at-top
     return trainer.train_and_evaluate(config, workdir)
@@ -46,11 +75,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
     jax.distributed.initialize()
-  config = FLAGS.config
-  mode = FLAGS.mode or config.get("mode", "train")
-  logging.info("grn_jax %s on %d devices (%d processes)", mode, jax.device_count(),
-               jax.process_count())
-  run(mode, config, FLAGS.workdir)
+  run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

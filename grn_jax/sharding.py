@@ -20,7 +20,11 @@ Rules = Sequence[tuple[str, Any]]
 
 
 def mesh_shape(mesh_cfg: ml_collections.ConfigDict | dict, num_devices: int) -> tuple[int, ...]:
-  """Resolves -1 in {'data', 'fsdp', 'tensor'} sizes against the device count."""
+  """Resolves -1 in {'data', 'fsdp', 'tensor'} sizes against the device count.
+
+  `mesh_cfg` is config.mesh or a plain dict; an axis it leaves out has size 1 (e.g.
+  {'data': -1} is a pure data-parallel mesh).
+  """
   unknown = sorted(set(mesh_cfg.keys()) - set(MESH_AXES))
   if unknown:
     raise ValueError(f"config.mesh: unknown axes {unknown}; the mesh axes are {MESH_AXES}.")

@@ -152,13 +152,13 @@ def test_xpk_rejects_bad_capacity_and_missing_project():
 
 def test_multi_gpu_runs_one_process_on_the_chosen_gpus():
   (cmd,), _ = dry_run("multi_gpu.sh", "run", "--gpus=0,1,2,3", "--workdir=/w", "--",
-                      "--config.global_batch_size=512")
+                      "--config.train.global_batch_size=512")
   assert cmd[0] == "env" and "CUDA_VISIBLE_DEVICES=0,1,2,3" in cmd
   main = cmd[cmd.index("-m") - 1:]
   assert main[1:3] == ["-m", "grn_jax.main"] and "--distributed" not in main
   assert flag(main, "mode") == "train" and flag(main, "workdir") == "/w"
   assert flag(main, "config.model.dtype") == "bfloat16"
-  assert main[-1] == "--config.global_batch_size=512"
+  assert main[-1] == "--config.train.global_batch_size=512"
   setup = dry_run("multi_gpu.sh", "setup")[0]
   assert setup[1][-1] == "jax[cuda12]==0.10.2"
   _, stderr = dry_run("multi_gpu.sh", "run", "--gpus=all", ok=False)

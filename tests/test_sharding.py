@@ -2,7 +2,6 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -10,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 from configs import c2i as c2i_configs
 from grn_jax import sharding
 from grn_jax.models import build_c2i
-import test_grn_c2i as helpers
+from tests.models import test_grn_c2i as helpers
 
 
 def test_mesh_shape_resolution_and_errors():

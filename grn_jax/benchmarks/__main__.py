@@ -2,16 +2,15 @@ r"""The project's speed table: train step, sampler (fixed vs adaptive), tokenize
 
   python -m grn_jax.benchmarks [--out=benchmarks.json] [--variant=B]
 
-Every row carries the machine's measured matmul peak (grn_jax.benchmarks.peak) so numbers from
+Every row carries the machine's measured matmul peak (grn_jax.flops) so numbers from
 different machines can be compared as a fraction of what the chip can do. Rows come from
   * grn_jax.benchmarks.train_step (time_ours: the full C2I training step),
   * grn_jax.benchmarks.sampler.benchmark_rows(variant, batch, dtype) and
   * grn_jax.benchmarks.tokenizer.benchmark_rows(batch, dtype),
-each a list of dicts {name, seconds, items, unit, flops (0 if unknown)}; a module that is
-missing or fails becomes an 'error' row instead of stopping the table.
+each a list of dicts {name, seconds, items, unit, flops (0 if unknown)}; a benchmark that fails
+(e.g. out of memory) becomes an 'error' row instead of stopping the table.
 """
 
-import importlib
 import json
 import platform as py_platform
 import traceback
@@ -21,41 +20,35 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+from grn_jax import flops
+from grn_jax.benchmarks import sampler
+from grn_jax.benchmarks import tokenizer
+from grn_jax.benchmarks import train_step
+
 _OUT = flags.DEFINE_string("out", "benchmarks.json", "Where the table goes as JSON ('' = none).")
 _MODEL = flags.DEFINE_string("model_variant", "B", "C2I model size for the train/sampler rows.")
 
 
 def train_rows(variant: str, batch: int, dtype: str) -> list[dict]:
-  from grn_jax.benchmarks import train_step  # pylint: disable=g-import-not-at-top
-  from grn_jax.trainers import c2i_step  # pylint: disable=g-import-not-at-top
   config = train_step.bench_config(variant, batch, dtype)
   seconds, _ = train_step.time_ours(config, 3)
-  flops = c2i_step.train_flops_per_example(config.model) * batch
+  step_flops = flops.c2i_train_flops_per_example(config.model) * batch
   return [dict(name=f"train step GRN-{variant} (batch {batch}, {dtype})", seconds=seconds,
-               items=batch, unit="images", flops=flops)]
-
-
-def module_rows(module_name: str, **kwargs) -> list[dict]:
-  module = importlib.import_module(f"grn_jax.benchmarks.{module_name}")
-  fn = getattr(module, "benchmark_rows", None)
-  if fn is None:
-    raise AttributeError(f"grn_jax.benchmarks.{module_name} has no benchmark_rows().")
-  return list(fn(**kwargs))
+               items=batch, unit="images", flops=step_flops)]
 
 
 def collect(variant: str) -> dict:
-  from grn_jax.benchmarks import peak  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   on_cpu = device.platform == "cpu"
   dtype = "float32" if on_cpu else "bfloat16"
   batch = 8 if on_cpu else 256
-  peak_flops = peak.measure_matmul_peak_flops(2048, jnp.dtype(dtype))
+  peak_flops = flops.measure_matmul_peak_flops(2048, jnp.dtype(dtype))
   rows = []
   sources = [("train_step", lambda: train_rows(variant, batch, dtype)),
              # 10 steps on CPU keeps the table under a few minutes; per-step time is what counts.
-             ("sampler", lambda: module_rows("sampler", variant=variant, batch=batch,
-                                             dtype=dtype, num_steps=10 if on_cpu else 50)),
-             ("tokenizer", lambda: module_rows("tokenizer", batch=batch, dtype=dtype))]
+             ("sampler", lambda: sampler.benchmark_rows(variant=variant, batch=batch, dtype=dtype,
+                                                        num_steps=10 if on_cpu else 50)),
+             ("tokenizer", lambda: tokenizer.benchmark_rows(batch=batch, dtype=dtype))]
   for source, fn in sources:
     try:
       rows.extend(fn())
@@ -66,8 +59,8 @@ def collect(variant: str) -> dict:
     row["peak_flops"] = peak_flops
     if "seconds" in row:
       row["items_per_second"] = row["items"] / row["seconds"]
-      row["achieved_flops"] = row.get("flops", 0) / row["seconds"]
-      row["fraction_of_peak"] = row["achieved_flops"] / peak_flops if row.get("flops") else None
+      row["achieved_flops"] = row["flops"] / row["seconds"]
+      row["fraction_of_peak"] = row["achieved_flops"] / peak_flops if row["flops"] else None
   return dict(device=f"{device.platform} {device.device_kind}", devices=jax.device_count(),
               host=py_platform.node(), dtype=dtype, peak_flops=peak_flops, rows=rows)
 

@@ -7,9 +7,7 @@ The official comparison imports the official repository from the given path (PyT
 installed; CUDA calls are neutralised for a CPU run) and loads the same weights into it.
 """
 
-import os
 import resource
-import sys
 import time
 import types
 
@@ -20,14 +18,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import c2i as c2i_configs
+from grn_jax import flops
+from grn_jax import hbq
+from grn_jax.benchmarks import official
 from grn_jax.models import build_c2i
 
-flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
-flags.DEFINE_integer("batch", 8, "Batch size.")
-flags.DEFINE_string("dtype", "float32", "Compute dtype.")
-flags.DEFINE_integer("repeats", 5, "Timed repetitions (after one warm-up).")
-flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
+  flags.DEFINE_integer("batch", 8, "Batch size.")
+  flags.DEFINE_string("dtype", "float32", "Compute dtype.")
+  flags.DEFINE_integer("repeats", 5, "Timed repetitions (after one warm-up).")
+  flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
 
 
 def _timeit(fn, repeats: int) -> float:
@@ -40,28 +45,11 @@ def _timeit(fn, repeats: int) -> float:
   return float(np.median(times))
 
 
-def model_flops(cfg, batch: int) -> float:
-  """Matmul FLOPs of one forward pass (2 per multiply-add)."""
-  hidden, g = cfg.hidden_size, cfg.input_size // cfg.patch_size
-  tokens = g * g
-  from grn_jax import hbq  # pylint: disable=g-import-not-at-top
-  from grn_jax.models import layers  # pylint: disable=g-import-not-at-top
-  in_ch = hbq.num_classes(cfg.hbq_rounds, cfg.label_mode) * hbq.num_labels(
-      cfg.latent_dim, cfg.hbq_rounds, cfg.label_mode)
-  mlp = layers.swiglu_hidden(hidden, cfg.mlp_ratio)
-  flops = tokens * (in_ch * cfg.bottleneck_dim + cfg.bottleneck_dim * hidden + hidden * in_ch)
-  for i in range(cfg.depth):
-    n = tokens + (cfg.in_context_len if i >= cfg.in_context_start else 0)
-    flops += n * (3 * hidden * hidden + hidden * hidden + 3 * hidden * mlp)  # qkv, proj, swiglu
-    flops += 2 * n * n * hidden  # qk^T and attn @ v
-  return 2.0 * batch * flops
-
-
 def time_ours(cfg, batch: int, repeats: int):
   model = build_c2i(cfg)
   rng = np.random.default_rng(0)
-  k = 2**cfg.hbq_rounds if cfg.label_mode == "ind" else 2
-  d = cfg.latent_dim if cfg.label_mode == "ind" else cfg.hbq_rounds * cfg.latent_dim
+  k = hbq.num_classes(cfg.hbq_rounds, cfg.label_mode)
+  d = hbq.num_labels(cfg.latent_dim, cfg.hbq_rounds, cfg.label_mode)
   labels = jnp.asarray(rng.integers(0, k, (batch, cfg.input_size, cfg.input_size, d)), jnp.int32)
   t = jnp.asarray(rng.uniform(size=batch), jnp.float32)
   y = jnp.asarray(rng.integers(0, cfg.num_classes, batch), jnp.int32)
@@ -87,17 +75,13 @@ def time_ours(cfg, batch: int, repeats: int):
 
 def time_official(repo: str, cfg, params, inputs, repeats: int):
   """Eager forward of the official GRN with our weights loaded (CPU)."""
-  os.environ["TORCH_COMPILE_DISABLE"] = "1"
+  grn_c2i = official.import_official(repo, "grn.models.grn_c2i")
   import torch  # pylint: disable=g-import-not-at-top
-  torch.Tensor.cuda = lambda self, *a, **k: self
-  torch.nn.Module.cuda = lambda self, *a, **k: self
-  sys.path.insert(0, repo)
-  from grn.models import grn_c2i as official  # pylint: disable=g-import-not-at-top
   from grn_jax.convert.c2i import c2i_params_to_torch  # pylint: disable=g-import-not-at-top
   method = "GRN_ind" if cfg.label_mode == "ind" else "GRN_bit"
-  k = 2**cfg.hbq_rounds if cfg.label_mode == "ind" else 2
-  d = cfg.latent_dim if cfg.label_mode == "ind" else cfg.hbq_rounds * cfg.latent_dim
-  net = official.GRN(input_size=cfg.input_size, patch_size=cfg.patch_size, in_channels=k * d,
+  k = hbq.num_classes(cfg.hbq_rounds, cfg.label_mode)
+  d = hbq.num_labels(cfg.latent_dim, cfg.hbq_rounds, cfg.label_mode)
+  net = grn_c2i.GRN(input_size=cfg.input_size, patch_size=cfg.patch_size, in_channels=k * d,
                      hidden_size=cfg.hidden_size, depth=cfg.depth, num_heads=cfg.num_heads,
                      num_classes=cfg.num_classes, bottleneck_dim=cfg.bottleneck_dim,
                      in_context_len=cfg.in_context_len, in_context_start=cfg.in_context_start,
@@ -117,14 +101,14 @@ def main(argv):
   cfg = c2i_configs.model_config(FLAGS.variant)
   cfg.dtype = FLAGS.dtype
   params, inputs, seconds, compile_s, temp, args = time_ours(cfg, FLAGS.batch, FLAGS.repeats)
-  flops = model_flops(cfg, FLAGS.batch)
-  rows = [("grn_jax (jit)", seconds, flops / seconds / 1e9)]
+  batch_flops = flops.c2i_forward_flops_per_example(cfg) * FLAGS.batch
+  rows = [("grn_jax (jit)", seconds, batch_flops / seconds / 1e9)]
   delta = None
   if FLAGS.official:
     off_s, off_out = time_official(FLAGS.official, cfg, params, inputs, FLAGS.repeats)
     ours = np.asarray(jax.jit(build_c2i(cfg).apply)(params, *inputs))
     delta = float(np.abs(ours - off_out).max())
-    rows.append(("official PyTorch (eager)", off_s, flops / off_s / 1e9))
+    rows.append(("official PyTorch (eager)", off_s, batch_flops / off_s / 1e9))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   print(f"\nGRN-{FLAGS.variant} forward, batch {FLAGS.batch}, {FLAGS.dtype}, "
         f"{jax.devices()[0].platform} ({jax.device_count()} devices visible, 1 used)")
@@ -138,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

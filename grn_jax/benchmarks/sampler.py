@@ -19,8 +19,6 @@ config.sample (interval CFG (0.44, 1.0), tau 1.31, linear schedule):
 No decode (the tokenizer is timed elsewhere).
 """
 
-import os
-import sys
 import time
 import types
 
@@ -33,6 +31,8 @@ import numpy as np
 
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
+from grn_jax import hbq
+from grn_jax.benchmarks import official
 from grn_jax.models import build_c2i
 from grn_jax.sampling import api
 from grn_jax.sampling import refine
@@ -107,15 +107,11 @@ def time_forwards(config, params, classes, repeats: int = 3) -> tuple[float, flo
 
 def time_official(repo: str, config, params, batch: int, steps: int, variant: str) -> float:
   """Seconds per step of the official Denoiser.generate (cond + uncond passes), CPU eager."""
-  os.environ["TORCH_COMPILE_DISABLE"] = "1"
+  denoiser = official.import_official(repo, "grn.utils_c2i.denoiser")
   import torch  # pylint: disable=g-import-not-at-top
-  torch.Tensor.cuda = lambda self, *a, **k: self
-  torch.nn.Module.cuda = lambda self, *a, **k: self
-  sys.path.insert(0, repo)
-  from grn.utils_c2i import denoiser  # pylint: disable=g-import-not-at-top
   from grn_jax.convert.c2i import c2i_params_to_torch  # pylint: disable=g-import-not-at-top
   cfg, sample = config.model, config.sample
-  k = 2**cfg.hbq_rounds if cfg.label_mode == "ind" else 2
+  k = hbq.num_classes(cfg.hbq_rounds, cfg.label_mode)
   d = api.spec_from_config(config).label_shape[-1]
   low, high = sample.cfg_interval
   args = types.SimpleNamespace(

@@ -18,7 +18,6 @@ phase (weights included), reset between phases.
 
 import gc
 import importlib.util
-import os
 import sys
 import time
 import types
@@ -31,22 +30,27 @@ import numpy as np
 
 from configs import t2iv as t2iv_configs
 from grn_jax import resolution
+from grn_jax.benchmarks import official
 from grn_jax.models import build_t2iv, grn_t2iv
 
-flags.DEFINE_string("variant", "2B", "Model size: 2B, 8B or tiny.")
-flags.DEFINE_integer("depth", 0, "Keep only the first N blocks (0: all).")
-flags.DEFINE_list("dtypes", ["bfloat16", "float32"], "Compute dtypes of our model.")
-flags.DEFINE_integer("batch", 1, "Batch (2 = one guided sampler step).")
-flags.DEFINE_integer("text_len", 512, "Text tokens (the official maximum).")
-flags.DEFINE_enum("task", "t2i", ["t2i", "t2v"], "Whose sample settings (configs/t2iv.py) "
-                  "give the defaults of --pixels, --h_div_w and --duration.")
-flags.DEFINE_string("pixels", None, "Pixel bucket (grn_jax.resolution.PIXEL_BUCKETS).")
-flags.DEFINE_float("h_div_w", None, "Height / width (snapped to the nearest template).")
-flags.DEFINE_float("duration", None, "Seconds of video at 16 fps (0: an image).")
-flags.DEFINE_integer("repeats", 3, "Timed repetitions after one warm-up.")
-flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
-flags.DEFINE_bool("aot", False, "Only compile denoise on abstract inputs; print its memory.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("variant", "2B", "Model size: 2B, 8B or tiny.")
+  flags.DEFINE_integer("depth", 0, "Keep only the first N blocks (0: all).")
+  flags.DEFINE_list("dtypes", ["bfloat16", "float32"], "Compute dtypes of our model.")
+  flags.DEFINE_integer("batch", 1, "Batch (2 = one guided sampler step).")
+  flags.DEFINE_integer("text_len", 512, "Text tokens (the official maximum).")
+  flags.DEFINE_enum("task", "t2i", ["t2i", "t2v"], "Whose sample settings (configs/t2iv.py) "
+                    "give the defaults of --pixels, --h_div_w and --duration.")
+  flags.DEFINE_string("pixels", None, "Pixel bucket (grn_jax.resolution.PIXEL_BUCKETS).")
+  flags.DEFINE_float("h_div_w", None, "Height / width (snapped to the nearest template).")
+  flags.DEFINE_float("duration", None, "Seconds of video at 16 fps (0: an image).")
+  flags.DEFINE_integer("repeats", 3, "Timed repetitions after one warm-up.")
+  flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
+  flags.DEFINE_bool("aot", False, "Only compile denoise on abstract inputs; print its memory.")
 
 
 def model_config(variant: str, depth: int, dtype: str):
@@ -133,18 +137,8 @@ def time_ours(cfg, params, x, h_div_w: float, repeats: int) -> dict:
 
 
 def _import_official(repo: str):
-  """The official grn.models.grn on this CPU: .cuda() no-ops, torch.compile off, stand-ins for
-  the CUDA-only flash_attn (per-segment torch SDPA) and for timm's model registry."""
-  os.environ["TORCH_COMPILE_DISABLE"] = "1"
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("--official needs PyTorch (pip install 'grn_jax[torch]').") from e
-  if not os.path.isdir(os.path.join(repo, "grn", "models")):
-    raise FileNotFoundError(f"--official={repo!r} is not a checkout of the official GRN code.")
-  torch.Tensor.cuda = lambda self, *a, **k: self
-  torch.nn.Module.cuda = lambda self, *a, **k: self
-
+  """The official grn.models.grn on this CPU (benchmarks/official.py), with stand-ins for the
+  CUDA-only flash_attn (per-segment torch SDPA) and the import-only timm and pytz."""
   def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, softmax_scale=None, **_):
     cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
     outs = [torch.nn.functional.scaled_dot_product_attention(
@@ -164,11 +158,10 @@ def _import_official(repo: str):
                         "timm.models.layers": layers})
   if importlib.util.find_spec("pytz") is None:
     sys.modules["pytz"] = types.ModuleType("pytz")
-  sys.path.insert(0, repo)
-  from grn.models import grn as official  # pylint: disable=g-import-not-at-top
-  from grn.schedules import global_refine  # pylint: disable=g-import-not-at-top
-  from grn.utils_t2iv import hbq_util_t2iv  # pylint: disable=g-import-not-at-top
-  return torch, official, global_refine, hbq_util_t2iv
+  grn = official.import_official(repo, "grn.models.grn")
+  import torch  # pylint: disable=g-import-not-at-top  (import_official checked it is there)
+  return (torch, grn, official.import_official(repo, "grn.schedules.global_refine"),
+          official.import_official(repo, "grn.utils_t2iv.hbq_util_t2iv"))
 
 
 class Official:
@@ -177,13 +170,13 @@ class Official:
 
   def __init__(self, repo: str, cfg, params):
     from grn_jax.convert.t2iv import t2iv_params_to_torch  # pylint: disable=g-import-not-at-top
-    self.torch, official, self.refine, self.hbq = _import_official(repo)
+    self.torch, grn, self.refine, self.hbq = _import_official(repo)
     self.args = types.SimpleNamespace(
         detail_scale_dim=cfg.latent_dim, detail_num_lvl=2, hbq_round=cfg.hbq_rounds,
         refine_mode="ar_discrete_GRN_bit", dynamic_scale_schedule="GRN_vae_stride16",
         train_h_div_w_list="[]", video_frames=resolution.MAX_VIDEO_FRAMES, use_ada_layer_norm=0,
         temporal_compress_rate=resolution.TEMPORAL_STRIDE, add_scale_token=1, rope_type="3d")
-    self.model = official.GRN(
+    self.model = grn.GRN(
         types.SimpleNamespace(codebook_dim=cfg.latent_dim), arch="qwen", text_channels=cfg.text_dim,
         text_maxlen=512, embed_dim=cfg.hidden_size, depth=cfg.depth,
         num_key_value_heads=cfg.num_kv_heads, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
@@ -338,4 +331,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -12,9 +12,7 @@ of --repeats). Peak RSS is the process high-water mark after each row (run one c
 to attribute memory to it).
 """
 
-import os
 import resource
-import sys
 import time
 
 from absl import app
@@ -24,29 +22,38 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from configs import tokenizer as tokenizer_configs
+from grn_jax.benchmarks import official
 from grn_jax.models import build_tokenizer
 
-_OFFICIAL = flags.DEFINE_string("official", None, "Path to the official GRN repository.")
-_REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs after the compile run.")
-_CASES = flags.DEFINE_list("cases", ["image16", "video64"], "image16 and/or video64.")
-_FRAME_CHUNK = flags.DEFINE_integer("frame_chunk", 0, "config.tokenizer.frame_chunk (videos).")
-_DTYPE = flags.DEFINE_string("dtype", "float32", "Compute dtype of our tokenizer.")
-_AOT = flags.DEFINE_bool(
-    "aot", False, "Compile (no run) the decodes of a 1024^2 image and an 81-frame 480x832 video, "
-    "whole and with tiles / frame chunks, and print XLA's memory analysis of each program.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("official", None, "Path to the official GRN repository.")
+  flags.DEFINE_integer("repeats", 2, "Timed runs after the compile run.")
+  flags.DEFINE_list("cases", ["image16", "video64"], "image16 and/or video64.")
+  flags.DEFINE_integer("frame_chunk", 0, "config.tokenizer.frame_chunk (videos).")
+  flags.DEFINE_string("dtype", "float32", "Compute dtype of our tokenizer.")
+  flags.DEFINE_bool(
+      "aot", False, "Compile (no run) the decodes of a 1024^2 image and an 81-frame 480x832 "
+      "video, whole and with tiles / frame chunks, and print XLA's memory analysis of each "
+      "program.")
 
 CASES = {
-    # name: (latent_dim, input shape [B, (T,) H, W, 3])
-    "image16": (16, (1, 256, 256, 3)),
-    "video64": (64, (1, 17, 256, 256, 3)),
+    # name (a configs/tokenizer.py variant): input shape [B, (T,) H, W, 3]
+    "image16": (1, 256, 256, 3),
+    "video64": (1, 17, 256, 256, 3),
 }
 
 
-def released_config(latent_dim: int, dtype: str = "float32",
+def released_config(variant: str, dtype: str = "float32",
                     frame_chunk: int = 0) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      dim=160, dec_dim=256, latent_dim=latent_dim, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
-      temporal_downsample=(False, True, True), dtype=dtype, frame_chunk=frame_chunk))
+  """The `tokenizer` section of a released tokenizer with our execution settings."""
+  cfg = tokenizer_configs.tokenizer_config(variant)
+  cfg.update(dtype=dtype, frame_chunk=frame_chunk)
+  return cfg
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -64,8 +71,8 @@ def _peak_rss_gib() -> float:
 
 def time_ours(case: str, repeats: int, dtype: str = "float32", frame_chunk: int = 0) -> dict:
   """Params, input, latent, reconstruction, encode/decode seconds and compile seconds."""
-  latent_dim, shape = CASES[case]
-  tok = build_tokenizer(released_config(latent_dim, dtype, frame_chunk))
+  shape = CASES[case]
+  tok = build_tokenizer(released_config(case, dtype, frame_chunk))
   x = jax.random.uniform(jax.random.key(0), shape, jnp.float32, -1, 1)
   init_x = jnp.zeros(shape[:1] + (1, 32, 32, 3), jnp.float32)
   params = jax.jit(tok.init)(jax.random.key(1), init_x)
@@ -85,23 +92,13 @@ def time_ours(case: str, repeats: int, dtype: str = "float32", frame_chunk: int 
 
 def time_official(repo: str, case: str, params, x, repeats: int) -> dict:
   """Times the official HBQ_Tokenizer (PyTorch, CPU) with the same weights and input."""
-  os.environ["TORCH_COMPILE_DISABLE"] = "1"
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("--official needs PyTorch (pip install torch, CPU build).") from e
-  torch.Tensor.cuda = lambda self, *a, **k: self
-  torch.nn.Module.cuda = lambda self, *a, **k: self
-  if not os.path.exists(os.path.join(repo, "grn", "models", "hbq_tokenizer.py")):
-    raise FileNotFoundError(f"--official={repo!r} is not a checkout of the official GRN "
-                            "repository (no grn/models/hbq_tokenizer.py).")
-  sys.path.insert(0, repo)
-  from grn.models import hbq_tokenizer  # pylint: disable=g-import-not-at-top
+  hbq_tokenizer = official.import_official(repo, "grn.models.hbq_tokenizer")
+  import torch  # pylint: disable=g-import-not-at-top
   from grn_jax.convert.tokenizer import tokenizer_params_to_torch  # pylint: disable=g-import-not-at-top
-  latent_dim, _ = CASES[case]
-  net = hbq_tokenizer.HBQ_Tokenizer(None, latent_channels=latent_dim,
+  cfg = released_config(case)
+  net = hbq_tokenizer.HBQ_Tokenizer(None, latent_channels=cfg.latent_dim,
                                     encoder_out_type="feature_tanh").eval()
-  sd = tokenizer_params_to_torch(params["params"], released_config(latent_dim))
+  sd = tokenizer_params_to_torch(params["params"], cfg)
   net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
   xt = torch.from_numpy(np.asarray(x))
   xt = xt.permute(0, 4, 1, 2, 3) if xt.ndim == 5 else xt.permute(0, 3, 1, 2)[:, :, None]
@@ -126,26 +123,29 @@ def benchmark_rows(batch: int = 1, dtype: str = "float32", repeats: int = 2,
     r = time_ours(case, repeats, dtype)
     what = "image 256^2" if case == "image16" else "17x256^2 clip"
     unit = "images" if r["x"].ndim == 4 else "clips"
+    latent_dim = released_config(case).latent_dim
     for stage in ("encode", "decode"):
-      rows.append(dict(name=f"tokenizer {stage}, {what} (d={CASES[case][0]})",
+      rows.append(dict(name=f"tokenizer {stage}, {what} (d={latent_dim})",
                        seconds=r[stage], items=1, unit=unit, flops=0.0))
   return rows
 
 
-# name: (latent_dim, latent shape [B, (T,) h, w, d], tokenizer overrides)
+# name: (tokenizer variant, latent shape [B, (T,) h, w, d], tokenizer overrides)
 AOT_CASES = {
-    "image 1024^2 (d=16), whole": (16, (1, 64, 64, 16), {}),
-    "image 1024^2 (d=16), tiles 32+8": (16, (1, 64, 64, 16), dict(tile_latent=32, tile_overlap=8)),
-    "video 81x480x832 (d=64), whole": (64, (1, 21, 30, 52, 64), {}),
-    "video 81x480x832 (d=64), frame_chunk=1": (64, (1, 21, 30, 52, 64), dict(frame_chunk=1)),
+    "image 1024^2 (d=16), whole": ("image16", (1, 64, 64, 16), {}),
+    "image 1024^2 (d=16), tiles 32+8": ("image16", (1, 64, 64, 16),
+                                        dict(tile_latent=32, tile_overlap=8)),
+    "video 81x480x832 (d=64), whole": ("video64", (1, 21, 30, 52, 64), {}),
+    "video 81x480x832 (d=64), frame_chunk=1": ("video64", (1, 21, 30, 52, 64),
+                                               dict(frame_chunk=1)),
     "video 81x480x832 (d=64), chunk=1 + tiles 32+8": (
-        64, (1, 21, 30, 52, 64), dict(frame_chunk=1, tile_latent=32, tile_overlap=8)),
+        "video64", (1, 21, 30, 52, 64), dict(frame_chunk=1, tile_latent=32, tile_overlap=8)),
 }
 
 
-def aot_decode_memory(latent_dim: int, shape, dtype: str, **overrides) -> dict[str, int]:
+def aot_decode_memory(variant: str, shape, dtype: str, **overrides) -> dict[str, int]:
   """Bytes of the compiled decode program (abstract params and latent: nothing is allocated)."""
-  cfg = released_config(latent_dim, dtype)
+  cfg = released_config(variant, dtype)
   cfg.update(overrides)
   tok = build_tokenizer(cfg)
   params = jax.eval_shape(tok.init, jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)))
@@ -158,28 +158,28 @@ def aot_decode_memory(latent_dim: int, shape, dtype: str, **overrides) -> dict[s
 
 def run_aot():
   platform = jax.devices()[0].platform
-  print(f"decode programs compiled for {platform} ({_DTYPE.value}); bytes from "
+  print(f"decode programs compiled for {platform} ({FLAGS.dtype}); bytes from "
         "compiled.memory_analysis(), nothing run")
   print(f"{'case':<48}{'params+latent GiB':>18}{'output GiB':>11}{'temp GiB':>10}")
-  for name, (latent_dim, shape, overrides) in AOT_CASES.items():
-    m = aot_decode_memory(latent_dim, shape, _DTYPE.value, **overrides)
+  for name, (variant, shape, overrides) in AOT_CASES.items():
+    m = aot_decode_memory(variant, shape, FLAGS.dtype, **overrides)
     print(f"{name:<48}{m['arguments'] / 2**30:>18.2f}{m['outputs'] / 2**30:>11.2f}"
           f"{m['temp'] / 2**30:>10.2f}", flush=True)
 
 
 def main(argv):
   del argv
-  if _AOT.value:
+  if FLAGS.aot:
     run_aot()
     return
   print(f"{'case':<32}{'encode s':>10}{'decode s':>10}{'compile s':>11}{'peak RSS GiB':>14}")
-  for case in _CASES.value:
-    r = time_ours(case, _REPEATS.value, _DTYPE.value, _FRAME_CHUNK.value)
-    label = f"grn_jax {case}" + (f" chunk={_FRAME_CHUNK.value}" if _FRAME_CHUNK.value else "")
+  for case in FLAGS.cases:
+    r = time_ours(case, FLAGS.repeats, FLAGS.dtype, FLAGS.frame_chunk)
+    label = f"grn_jax {case}" + (f" chunk={FLAGS.frame_chunk}" if FLAGS.frame_chunk else "")
     print(f"{label:<32}{r['encode']:>10.2f}{r['decode']:>10.2f}{r['compile']:>11.1f}"
           f"{_peak_rss_gib():>14.1f}", flush=True)
-    if _OFFICIAL.value:
-      o = time_official(_OFFICIAL.value, case, r["params"], r["x"], _REPEATS.value)
+    if FLAGS.official:
+      o = time_official(FLAGS.official, case, r["params"], r["x"], FLAGS.repeats)
       rel = np.abs(r["recon"] - o["recon"]).max() / np.abs(o["recon"]).max()
       print(f"{'official ' + case:<32}{o['encode']:>10.2f}{o['decode']:>10.2f}{'':>11}"
             f"{_peak_rss_gib():>14.1f}   max|latent diff| {np.abs(r['z'] - o['z']).max():.1e}"
@@ -187,4 +187,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -9,7 +9,8 @@ r"""C2I train-step speed (and AOT memory) next to the measured matmul peak of th
 
 The step is the full training step (corruption, forward, backward, clipping, AdamW, two EMAs)
 on one device, synthetic labels, random weights. MFU = model FLOP/s (3x forward matmul FLOPs,
-`c2i_step.train_flops_per_example`) over the measured 2048^2 jnp.dot peak of the same device.
+`grn_jax.flops.c2i_train_flops_per_example`) over the measured 2048^2 jnp.dot peak of the same
+device.
 """
 
 import os
@@ -24,30 +25,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import c2i as c2i_configs
+from grn_jax import flops
+from grn_jax import hbq
 from grn_jax import sharding
-from grn_jax.benchmarks import peak
+from grn_jax.benchmarks import official
 from grn_jax.trainers import c2i as trainer
-from grn_jax.trainers import c2i_step
 
-flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
-flags.DEFINE_integer("batch", 0, "Batch (0: 8 on CPU, 256 on accelerators).")
-flags.DEFINE_string("dtype", "", "Compute dtype (default float32 on CPU, bfloat16 otherwise).")
-flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
-flags.DEFINE_string("official", None, "Path to the official GRN repository (times PyTorch).")
-flags.DEFINE_bool("aot", False, "Only compile on abstract inputs and print memory per device.")
-flags.DEFINE_integer("fsdp", -1, "--aot: fsdp mesh size (-1: all devices).")
-flags.DEFINE_string("remat", "none", "Model remat policy.")
-flags.DEFINE_bool("scan", False, "nn.scan over blocks.")
-flags.DEFINE_bool("malloc_hugepages", True,
-                  "Re-run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (CPU): XLA's per-step "
-                  "temporary buffers are mmap'ed afresh each step, and 4 KiB pages cost ~1M page "
-                  "faults per GRN-B step (~18% of the step); transparent huge pages avoid them.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
+  flags.DEFINE_integer("batch", 0, "Batch (0: 8 on CPU, 256 on accelerators).")
+  flags.DEFINE_string("dtype", "", "Compute dtype (default float32 on CPU, bfloat16 otherwise).")
+  flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
+  flags.DEFINE_string("official", None, "Path to the official GRN repository (times PyTorch).")
+  flags.DEFINE_bool("aot", False, "Only compile on abstract inputs and print memory per device.")
+  flags.DEFINE_integer("fsdp", -1, "--aot: fsdp mesh size (-1: all devices).")
+  flags.DEFINE_string("remat", "none", "Model remat policy.")
+  flags.DEFINE_bool("scan", False, "nn.scan over blocks.")
+  flags.DEFINE_bool("malloc_hugepages", True,
+                    "Re-run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (CPU): XLA's per-step "
+                    "temporary buffers are mmap'ed afresh each step, and 4 KiB pages cost ~1M "
+                    "page faults per GRN-B step (~18% of the step); transparent huge pages avoid "
+                    "them.")
 
 
 def bench_config(variant: str, batch: int, dtype: str, remat: str = "none", scan: bool = False):
   config = c2i_configs.get_config(f"variant={variant}")
-  config.global_batch_size = batch
+  config.train.global_batch_size = batch
   config.model.update(dtype=dtype, remat_policy=remat, scan_layers=scan)
   config.mesh.update(data=-1, fsdp=1, tensor=1)
   return config
@@ -55,7 +62,7 @@ def bench_config(variant: str, batch: int, dtype: str, remat: str = "none", scan
 
 def abstract_batch(config, step_fn):
   h, w, d = trainer.pipeline.label_shape(config.model)
-  b = config.global_batch_size
+  b = config.train.global_batch_size
   return {"labels": jax.ShapeDtypeStruct((b, h, w, d), jnp.int32,
                                          sharding=step_fn.batch_shardings["labels"]),
           "class_labels": jax.ShapeDtypeStruct((b,), jnp.int32,
@@ -67,7 +74,7 @@ def compile_train_step(config, devices=None):
   mesh = sharding.make_mesh(config.mesh, devices)
   start = time.perf_counter()
   abstract, shardings, model, tx, lr_fn = trainer.create_train_state(
-      config, mesh, config.train_examples, abstract_only=True)
+      config, mesh, config.train.train_examples, abstract_only=True)
   step_fn = trainer.make_train_step(config, mesh, model, tx, lr_fn, shardings)
   with jax.set_mesh(mesh):
     compiled = step_fn.jitted.lower(abstract, abstract_batch(config, step_fn)).compile()
@@ -90,14 +97,14 @@ def time_ours(config, steps: int) -> tuple[float, float]:
   mesh = sharding.make_mesh(config.mesh, [device])
   start = time.perf_counter()
   state, shardings, model, tx, lr_fn = trainer.create_train_state(
-      config, mesh, config.train_examples)
+      config, mesh, config.train.train_examples)
   step_fn = trainer.make_train_step(config, mesh, model, tx, lr_fn, shardings)
   h, w, d = trainer.pipeline.label_shape(config.model)
   rng = np.random.default_rng(0)
-  k = 2**config.model.hbq_rounds if config.model.label_mode == "ind" else 2
+  k = hbq.num_classes(config.model.hbq_rounds, config.model.label_mode)
   batch = sharding.shard_host_batch(
-      {"labels": rng.integers(0, k, (config.global_batch_size, h, w, d), dtype=np.int32),
-       "class_labels": rng.integers(0, config.model.num_classes, config.global_batch_size,
+      {"labels": rng.integers(0, k, (config.train.global_batch_size, h, w, d), dtype=np.int32),
+       "class_labels": rng.integers(0, config.model.num_classes, config.train.global_batch_size,
                                     dtype=np.int32)}, mesh)
   state, metrics = step_fn(state, batch)
   jax.block_until_ready(metrics)
@@ -111,27 +118,24 @@ def time_ours(config, steps: int) -> tuple[float, float]:
   return float(np.median(times)), compile_s
 
 
-def time_official(repo: str, config, steps: int) -> float:
+def time_official(repo: str, config, steps: int, variant: str) -> float:
   """Median seconds of the official Denoiser train step (forward, CE, backward, clip, AdamW,
   EMA update) in fp32 eager PyTorch on CPU."""
-  os.environ["TORCH_COMPILE_DISABLE"] = "1"
+  denoiser = official.import_official(repo, "grn.utils_c2i.denoiser")
   import torch  # pylint: disable=g-import-not-at-top
-  torch.Tensor.cuda = lambda self, *a, **k: self
-  torch.nn.Module.cuda = lambda self, *a, **k: self
-  sys.path.insert(0, repo)
-  from grn.utils_c2i.denoiser import Denoiser  # pylint: disable=g-import-not-at-top
   m = config.model
   args = types.SimpleNamespace(
-      model=f"GRN_{FLAGS.variant}", img_size=16 * m.input_size, in_channels=256,
+      model=f"GRN_{variant}", img_size=16 * m.input_size, in_channels=256,
       class_num=m.num_classes, attn_dropout=0.0, proj_dropout=0.0, label_drop_prob=0.1,
-      P_mean=config.P_mean, P_std=config.P_std, t_eps=5e-2, noise_scale=1.0,
+      P_mean=config.corruption.keep_logit_mean, P_std=config.corruption.keep_logit_std,
+      t_eps=5e-2, noise_scale=1.0,
       ema_decay1=0.9999, ema_decay2=0.9996, sampling_method="euler", num_sampling_steps=50,
       cfg=1.0, interval_min=0.0, interval_max=1.0, method="GRN_ind", hbq_round=m.hbq_rounds)
-  model = Denoiser(args).train()
+  model = denoiser.Denoiser(args).train()
   model.ema_params1 = [p.detach().clone() for p in model.parameters()]
   model.ema_params2 = [p.detach().clone() for p in model.parameters()]
   optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.95))
-  b = config.global_batch_size
+  b = config.train.global_batch_size
   x = torch.randint(0, 16, (b, m.latent_dim, m.input_size, m.input_size))
   y = torch.randint(0, m.num_classes, (b,))
 
@@ -192,15 +196,15 @@ def main(argv):
   batch = FLAGS.batch or (8 if on_cpu else 256)
   dtype = FLAGS.dtype or ("float32" if on_cpu else "bfloat16")
   config = bench_config(FLAGS.variant, batch, dtype, FLAGS.remat, FLAGS.scan)
-  peak_flops = peak.measure_matmul_peak_flops(2048, jnp.dtype(dtype if not on_cpu else "float32"))
+  peak_flops = flops.measure_matmul_peak_flops(2048, jnp.dtype("float32" if on_cpu else dtype))
   seconds, compile_s = time_ours(config, FLAGS.steps)
-  flops = c2i_step.train_flops_per_example(config.model) * batch
+  step_flops = flops.c2i_train_flops_per_example(config.model) * batch
   rows = [("grn_jax (jit)", seconds)]
   if FLAGS.official:
     rows.append(("official PyTorch (eager)", time_official(FLAGS.official, config,
-                                                           FLAGS.steps)))
+                                                           FLAGS.steps, FLAGS.variant)))
   print(f"\nGRN-{FLAGS.variant} train step, batch {batch}, {dtype}, 1 {platform} device; "
-        f"model FLOPs/step {flops / 1e12:.3f} TFLOP; compile+first step {compile_s:.1f} s")
+        f"model FLOPs/step {step_flops / 1e12:.3f} TFLOP; compile+first step {compile_s:.1f} s")
   print(f"measured {'fp32' if on_cpu else dtype} 2048^2 matmul peak: {peak_flops / 1e9:.1f} "
         "GFLOP/s")
   print(f"{'implementation':<28}{'s/step':>9}{'ex/s':>9}{'GFLOP/s':>10}{'MFU':>8}"
@@ -208,9 +212,10 @@ def main(argv):
   reference = rows[-1][1] if FLAGS.official else None
   for name, sec in rows:
     speedup = f"{reference / sec:.2f}x" if reference else "-"
-    print(f"{name:<28}{sec:>9.3f}{batch / sec:>9.2f}{flops / sec / 1e9:>10.1f}"
-          f"{flops / sec / peak_flops:>8.1%}{speedup:>13}")
+    print(f"{name:<28}{sec:>9.3f}{batch / sec:>9.2f}{step_flops / sec / 1e9:>10.1f}"
+          f"{step_flops / sec / peak_flops:>8.1%}{speedup:>13}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -9,11 +9,16 @@ r"""Converts a released PyTorch checkpoint into an Orbax params checkpoint.
   python -m grn_jax.convert --kind=t2iv --src=hf://bytedance-research/GRN/GRN_T2I_2B.pth \
       --dst=/tmp/grn_t2i_2b --config=configs/t2iv.py:variant=2B,task=t2i
       (GRN_T2V_2B.pth with task=t2v)
+  python -m grn_jax.convert --kind=umt5 --src=hf://bytedance-research/GRN/umt5-xxl \
+      --dst=/tmp/umt5-xxl-jax --config=configs/umt5.py:variant=xxl
 
 `--src` is a local file or hf://ORG/REPO/FILE (needs the `hub` extra and network; offline, the
 error says how to download by hand). Reading .pth/.ckpt needs the `torch` extra. The C2I file
 pickles an argparse Namespace: reading it needs --trust_pickle. The result restores with
 `grn_jax.checkpointing.restore_params(dst)` (the sampler and the trainer's `init_from` use it).
+The umT5 text encoder is converted streaming in bf16 from the hub's `umt5-xxl/` folder (or a
+local copy, or the .pth with its tokenizer files beside it) into `dst/params` with its
+tokenizer files in `dst/tokenizer` (grn_jax/convert/umt5.py).
 """
 
 import os
@@ -26,13 +31,14 @@ import numpy as np
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config whose model/tokenizer section matches "
-                                "the checkpoint.", lock_config=True)
-flags.DEFINE_enum("kind", None, ["c2i", "tokenizer", "t2iv"], "What the file holds.")
-flags.DEFINE_string("src", None, "Local .pth/.ckpt path or hf://ORG/REPO/FILE.")
+config_flags.DEFINE_config_file("config", None, "Config whose model/tokenizer/text_encoder "
+                                "section matches the checkpoint.", lock_config=True)
+flags.DEFINE_enum("kind", None, ["c2i", "tokenizer", "t2iv", "umt5"], "What the file holds.")
+flags.DEFINE_string("src", None, "Local .pth/.ckpt path or hf://ORG/REPO/FILE (umt5: also a "
+                    "folder, hf://ORG/REPO/FOLDER).")
 flags.DEFINE_string("dst", None, "Output directory (an Orbax checkpoint of {'params': ...}).")
 flags.DEFINE_string("entry", None, "Sub-dict with the weights (default: model_ema1 for C2I "
-                    "files; ema, else vae, for tokenizer files).")
+                    "files; ema, else vae, for tokenizer files; the whole file for umt5).")
 flags.DEFINE_bool("trust_pickle", False, "Allow a full unpickle (needed for the released C2I "
                   "file, which stores an argparse Namespace). Only for files you trust.")
 flags.mark_flags_as_required(["config", "kind", "src", "dst"])
@@ -41,6 +47,9 @@ flags.mark_flags_as_required(["config", "kind", "src", "dst"])
 def convert(kind: str, src: str, dst: str, config, entry: str | None = None,
             trust_pickle: bool = False) -> dict:
   """Reads `src`, maps it onto our params, writes `dst`; returns the numpy params."""
+  if kind == "umt5":
+    from grn_jax.convert.umt5 import convert_umt5  # pylint: disable=g-import-not-at-top
+    return convert_umt5(src, dst, config.text_encoder, trust_pickle=trust_pickle, entry=entry)
   from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from grn_jax.convert import common  # pylint: disable=g-import-not-at-top
   state_dict = common.load_torch_checkpoint(src, entry=entry, trust_pickle=trust_pickle,

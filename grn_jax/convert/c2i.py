@@ -76,8 +76,8 @@ def c2i_params_from_torch(state_dict: dict[str, Any],
   grn_c2i.validate_model_config(model_config)
   params = common.params_from_table(
       common.strip_prefix(state_dict, "net."), _key_table(model_config),
-      context=f"C2I {model_config.get('name', '')}, label_mode={model_config.label_mode}")
-  if model_config.get("scan_layers", False):
+      context=f"C2I {model_config.name}, label_mode={model_config.label_mode}")
+  if model_config.scan_layers:
     for stack in ("blocks_pre", "blocks_post"):
       common.stack_blocks(params, stack)
   return params

@@ -122,10 +122,13 @@ def _pick_entry(ckpt: Any, entry: str | None, kind: str | None, path: str):
 class KeyMapper:
   """Consumes a state dict key by key; `finish()` raises one error listing every problem."""
 
-  def __init__(self, state_dict: dict[str, np.ndarray], prefix: str = "", context: str = ""):
+  def __init__(self, state_dict: dict[str, np.ndarray], prefix: str = "", context: str = "",
+               dtype: Any = np.float32):
+    """`dtype`: what `take` returns (a tensor already of that dtype is not copied)."""
     self.state_dict = state_dict
     self.prefix = prefix
     self.context = context
+    self.dtype = dtype
     self.used: set[str] = set()
     self.missing: list[str] = []
     self.misshaped: list[tuple[str, tuple, tuple]] = []
@@ -139,9 +142,9 @@ class KeyMapper:
       return None
     self.used.add(full)
     value = self.state_dict[full]
-    if hasattr(value, "detach"):  # a torch tensor (any dtype, maybe requiring grad)
-      value = value.detach().cpu().float().numpy()
-    value = np.asarray(value, np.float32)
+    if hasattr(value, "detach") and np.dtype(self.dtype) == np.float32:
+      value = value.detach().cpu().float().numpy()  # a torch tensor of any dtype, maybe with grad
+    value = np.asarray(value, self.dtype)
     if tuple(value.shape) != tuple(shape):
       self.misshaped.append((full, value.shape, shape))
       return None

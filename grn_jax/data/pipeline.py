@@ -22,13 +22,17 @@ import jax
 import ml_collections
 import numpy as np
 
+from grn_jax import config_check
 from grn_jax import hbq
+from grn_jax.data import label_shards
 from grn_jax.data import sources
 from grn_jax.data import transforms
 
 LABEL_SOURCES = ("synthetic", "arrays", "label_shards")
 IMAGE_SOURCES = ("tfds", "folder")
 SOURCES = LABEL_SOURCES + IMAGE_SOURCES
+DATA_FIELDS = ("source", "name", "split", "data_dir", "image_size", "random_flip", "num_workers",
+               "synthetic_seed")
 
 
 def label_shape(model_cfg: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -40,6 +44,7 @@ def label_shape(model_cfg: ml_collections.ConfigDict) -> tuple[int, int, int]:
 def validate_data_config(config: ml_collections.ConfigDict, dataset=None) -> None:
   """Fails at start-up with a message naming the field."""
   data = config.data
+  config_check.check_fields(data, "data", DATA_FIELDS)
   if data.source not in SOURCES:
     raise ValueError(f"config.data.source must be one of {SOURCES}, got {data.source!r}.")
   if data.source == "arrays" and dataset is None:
@@ -60,13 +65,13 @@ def build_source(config: ml_collections.ConfigDict, dataset=None):
   data, model = config.data, config.model
   if data.source == "synthetic":
     return sources.SyntheticLabelSource(
-        config.train_examples, label_shape(model),
+        config.train.train_examples, label_shape(model),
         hbq.num_classes(model.hbq_rounds, model.label_mode), model.num_classes,
-        seed=data.get("synthetic_seed", 0)), []
+        seed=data.synthetic_seed), []
   if data.source == "arrays":
     return sources.ArrayLabelSource(*dataset), []
   if data.source == "label_shards":
-    return (sources.label_shard_source(data.data_dir),
+    return (label_shards.LabelShardSource(data.data_dir),
             [sources.LabelShardRecord(model.label_mode, model.hbq_rounds)])
   if data.source == "tfds":
     return sources.tfds_source(data.name, data.split, data.data_dir), [sources.RenameTfdsKeys()]
@@ -155,19 +160,19 @@ def build_train_iterator(config: ml_collections.ConfigDict, dataset=None,
   """The training input of this process.
 
   Args:
-    config: full config (data, model, seed, global_batch_size).
+    config: full config (data, model, seed, train.global_batch_size).
     dataset: for data.source == 'arrays': (labels int32 [N, h, w, D], class_labels int32 [N]).
     rows: [start, stop) rows of each global batch for this process (default: `process_rows`).
   """
   validate_data_config(config, dataset)
   data, model = config.data, config.model
-  global_batch = config.global_batch_size
+  global_batch = config.train.global_batch_size
   start, stop = rows or process_rows(global_batch)
   source, fixups = build_source(config, dataset)
   num_examples = len(source)
   if num_examples < global_batch:
     raise ValueError(f"the data set has {num_examples} examples, fewer than "
-                     f"config.global_batch_size={global_batch}.")
+                     f"config.train.global_batch_size={global_batch}.")
   ds = grain.MapDataset.source(source).seed(config.seed)
   ds = ds.shuffle().repeat()
   for fix in fixups:

@@ -1,11 +1,11 @@
 """Random-access data sources (grain `RandomAccessDataSource` protocol: __len__, __getitem__).
 
 Every source yields dicts with `class_labels` (int32 []) and either
-  `labels`  int32 [h, w, D]   clean HBQ labels (synthetic, arrays, label_shards), or
+  `labels`  int32 [h, w, D]   clean HBQ labels (synthetic, arrays; label shards come from
+                              grn_jax/data/label_shards.py through `LabelShardRecord`), or
   `image`   uint8 [H, W, 3]   an RGB image of any size (tfds, folder), tokenized on the fly.
 """
 
-import os
 from typing import Any
 
 import grain
@@ -133,16 +133,6 @@ class RenameTfdsKeys(grain.transforms.Map):
 
   def map(self, element):
     return dict(image=np.asarray(element["image"]), class_labels=np.int32(element["label"]))
-
-
-def label_shard_source(pattern: str):
-  """Pre-tokenized HBQ label shards (grn_jax/data/label_shards.py)."""
-  try:
-    from grn_jax.data import label_shards  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("config.data.source='label_shards' needs grn_jax/data/label_shards.py "
-                      f"(LabelShardSource): {e}") from e
-  return label_shards.LabelShardSource(pattern)
 
 
 class LabelShardRecord(grain.transforms.Map):

@@ -1,9 +1,15 @@
 r"""Pre-tokenizes an image data set into HBQ label shards (grn_jax/data/label_shards.py).
 
   python -m grn_jax.data.tokenize_dataset --config=configs/c2i.py:variant=B \
-      --source=tfds --data_dir=~/tensorflow_datasets --out=/data/in256_labels [--store_latents]
+      --config.tokenizer.checkpoint=DIR --source=tfds --data_dir=~/tensorflow_datasets \
+      --out=/data/in256_labels [--store_latents]
   python -m grn_jax.data.tokenize_dataset --config=configs/c2i.py:variant=B \
-      --source=folder --data_dir=/data/imagenet/train --out=/data/in256_labels
+      --config.tokenizer.checkpoint=DIR --source=folder --data_dir=/data/imagenet/train \
+      --out=/data/in256_labels
+
+The tokenizer is grn_jax.tokenizer_io.load_tokenizer(config.tokenizer): a converted params
+directory (`python -m grn_jax.convert --kind=tokenizer`), or random weights with
+--config.tokenizer.random_init=True (tests only).
 
 Images get the ADM center crop to config.data.image_size, are mapped to [-1, 1], encoded by the
 frozen tokenizer (one jitted function on this process's devices, fixed batch size) and quantized
@@ -33,6 +39,7 @@ import ml_collections
 import numpy as np
 
 from grn_jax import hbq
+from grn_jax import tokenizer_io
 from grn_jax.data import images as images_lib
 from grn_jax.data import label_shards
 from grn_jax.data import sources
@@ -92,6 +99,33 @@ class TfdsReader:
 def open_tfds(name: str, split: str, data_dir: str | None) -> TfdsReader:
   source = sources.tfds_source(name, split, data_dir, folder_option="--source=folder")
   return TfdsReader(source, name, split)
+
+
+def define_reader_flags(source: str, split: str) -> None:
+  """The flags of the commands that read an image data set (this one, tokenizer_metrics).
+
+  Args:
+    source: default of --source (tfds | folder).
+    split: default of --split.
+  """
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file("config", None, "configs/c2i.py:variant=B", lock_config=True)
+  flags.DEFINE_enum("source", source, ["tfds", "folder"], "Input kind.")
+  flags.DEFINE_string("data_dir", "", "tfds data_dir, or the root of the class sub-folders.")
+  flags.DEFINE_string("tfds_name", "", "tfds name (default: config.data.name).")
+  flags.DEFINE_string("split", split, "tfds split.")
+  flags.DEFINE_integer("image_size", 0, "Crop size (default: config.data.image_size).")
+
+
+def reader_from_flags(config: ml_collections.ConfigDict):
+  """(FolderReader or TfdsReader, crop size) of the flags of `define_reader_flags`."""
+  fl = flags.FLAGS
+  image_size = fl.image_size or config.data.image_size
+  if image_size % 16:
+    raise ValueError(f"image_size {image_size} must be a multiple of 16 (tokenizer stride).")
+  if fl.source == "folder":
+    return FolderReader(fl.data_dir), image_size
+  return open_tfds(fl.tfds_name or config.data.name, fl.split, fl.data_dir), image_size
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,27 +190,6 @@ def check_or_write_plan(out: str, plan: Plan) -> None:
 # Tokenizer.
 
 
-def load_tokenizer_params(config: ml_collections.ConfigDict, module, params_dir: str,
-                          random_init: bool, image_size: int, with_decoder: bool = False):
-  """Tokenizer params from an Orbax params dir, or a seeded random init (tests only; encoder
-  only unless with_decoder)."""
-  if random_init:
-    logging.warning("--random_init_tokenizer: a RANDOM tokenizer is used (tests only).")
-    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    method = None if with_decoder else "encode"
-    return jax.jit(lambda k: module.init(k, dummy, method=method)["params"])(
-        jax.random.key(config.seed + 1))
-  if not params_dir:
-    raise ValueError("tokenizer weights needed: pass --tokenizer_params=DIR (an Orbax params "
-                     "directory written by `python -m grn_jax.convert`) or set "
-                     "config.tokenizer.checkpoint to one; --random_init_tokenizer is for tests.")
-  if params_dir.startswith("hf://") or params_dir.endswith((".ckpt", ".pth", ".pt")):
-    raise ValueError(f"tokenizer weights {params_dir!r} are a PyTorch file; convert them first "
-                     "with `python -m grn_jax.convert` and pass the output directory.")
-  from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  return checkpointing.restore_params(params_dir)
-
-
 def make_encoder(module, hbq_rounds: int, store_latents: bool, batch_size: int
                  ) -> Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray | None]]:
   """encode(params, images uint8 [B, S, S, 3]) -> (labels uint8 [B,h,w,d], latent f16 | None).
@@ -193,8 +206,7 @@ def make_encoder(module, hbq_rounds: int, store_latents: bool, batch_size: int
 
   @jax.jit
   def encode(params, images):
-    x = images.astype(jnp.float32) / 127.5 - 1.0
-    latent = module.apply({"params": params}, x, method="encode")
+    latent = tokenizer_io.encode_latents(module, params, images)
     labels = hbq.quantize(latent, hbq_rounds, "ind").astype(jnp.uint8)
     return labels, (latent.astype(jnp.float16) if store_latents else None)
 
@@ -350,23 +362,14 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "configs/c2i.py:variant=B", lock_config=True)
-  flags.DEFINE_enum("source", "tfds", ["tfds", "folder"], "Input kind.")
-  flags.DEFINE_string("data_dir", "", "tfds data_dir, or the root of the class sub-folders.")
-  flags.DEFINE_string("tfds_name", "", "tfds name (default: config.data.name).")
-  flags.DEFINE_string("split", "train", "tfds split.")
+  define_reader_flags(source="tfds", split="train")
   flags.DEFINE_string("out", None, "Output directory of the shards.")
   flags.DEFINE_bool("store_latents", False, "Also store the float16 tokenizer latent.")
   flags.DEFINE_integer("examples_per_shard", 2048, "Examples per shard.")
   flags.DEFINE_integer("batch_size", 64, "Encoder batch per process (rounded up to a multiple "
                        "of the local device count).")
-  flags.DEFINE_integer("image_size", 0, "Crop size (default: config.data.image_size).")
   flags.DEFINE_integer("max_examples", -1, "> 0: only the first N examples.")
   flags.DEFINE_integer("num_threads", 16, "Image decoding threads.")
-  flags.DEFINE_string("tokenizer_params", "", "Orbax tokenizer params directory (default: "
-                      "config.tokenizer.checkpoint).")
-  flags.DEFINE_bool("random_init_tokenizer", False, "Random tokenizer weights (tests only).")
   flags.mark_flags_as_required(["out"])
 
 
@@ -374,26 +377,14 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}.")
   config = FLAGS.config
-  image_size = FLAGS.image_size or config.data.image_size
-  if image_size % 16:
-    raise ValueError(f"image_size {image_size} must be a multiple of 16 (tokenizer stride).")
-  if config.tokenizer.latent_dim != config.model.latent_dim:
-    raise ValueError(f"config.tokenizer.latent_dim={config.tokenizer.latent_dim} != "
-                     f"config.model.latent_dim={config.model.latent_dim}.")
-  if FLAGS.source == "folder":
-    reader = FolderReader(FLAGS.data_dir)
-  else:
-    reader = open_tfds(FLAGS.tfds_name or config.data.name, FLAGS.split, FLAGS.data_dir)
-  from grn_jax.models import build_tokenizer  # pylint: disable=g-import-not-at-top
-  module = build_tokenizer(config.tokenizer)
-  params_dir = FLAGS.tokenizer_params or config.tokenizer.get("checkpoint", "")
-  params = load_tokenizer_params(config, module, params_dir, FLAGS.random_init_tokenizer,
-                                 image_size)
+  tokenizer_io.check_latent_dim(config)
+  reader, image_size = reader_from_flags(config)
+  module, params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   ndev = jax.local_device_count()
   batch_size = math.ceil(FLAGS.batch_size / ndev) * ndev
   encoder = make_encoder(module, config.model.hbq_rounds, FLAGS.store_latents, batch_size)
-  desc = (f"random_init(seed={config.seed + 1})" if FLAGS.random_init_tokenizer
-          else os.path.abspath(params_dir))
+  desc = (f"random_init(seed={config.seed})" if config.tokenizer.random_init
+          else os.path.abspath(config.tokenizer.checkpoint))
   summary = tokenize_to_shards(
       reader, FLAGS.out, encoder, params, image_size=image_size,
       hbq_rounds=config.model.hbq_rounds, latent_dim=config.tokenizer.latent_dim,

@@ -44,15 +44,10 @@ def resize_gray(images: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def gray_to_model(images: np.ndarray) -> np.ndarray:
-  """float [N, H, W] in [0, 1] -> float32 [N, H, W, 3] in [-1, 1] (the tokenizer's input)."""
+  """float [N, H, W] in [0, 1] -> float32 [N, H, W, 3] in [-1, 1] (the tokenizer's input;
+  grn_jax.tokenizer_io.to_uint8 maps it, and the tokenizer's output, to uint8)."""
   x = np.asarray(images, np.float32) * 2.0 - 1.0
   return np.repeat(x[..., None], 3, axis=-1)
-
-
-def model_to_uint8(images) -> np.ndarray:
-  """float [N, H, W, C] in [-1, 1] -> uint8 [N, H, W, C] (round, clip)."""
-  x = (np.asarray(images, np.float32) + 1.0) * 127.5
-  return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 def uint8_to_gray(images: np.ndarray) -> np.ndarray:

@@ -7,9 +7,9 @@ the real digits at the resolution of the samples (bicubic upsampling of the 8x8 
 same as the demo's training data) and applied to the samples:
   * accuracy: fraction of samples classified as the class they were generated for;
   * Frechet distance between the classifier's hidden features of all 1,797 real digits and of
-    the samples (the FID formula on a digits network; lower is better). For scale, the same
-    distance between the 20% held-out real digits and all real digits is printed as
-    `real_floor`.
+    the samples (grn_jax.evaluation.metrics, the FID formula, on a digits network; lower is
+    better). For scale, the same distance between the 20% held-out real digits and all real
+    digits is printed as `real_floor`.
 """
 
 import json
@@ -20,6 +20,7 @@ import numpy as np
 from scipy import linalg
 
 from grn_jax.demo import digits
+from grn_jax.evaluation import metrics
 
 HIDDEN_UNITS = 64
 TRAIN_FRACTION = 0.8
@@ -59,22 +60,13 @@ class DigitsClassifier:
     return np.maximum(x @ self.mlp.coefs_[0] + self.mlp.intercepts_[0], 0.0)
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-  """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets [N, F]."""
-  if features_a.ndim != 2 or features_a.shape[1] != features_b.shape[1]:
-    raise ValueError(f"feature sets must be [N, F] with the same F, got {features_a.shape} and "
-                     f"{features_b.shape}.")
-  if min(len(features_a), len(features_b)) < 2:
-    raise ValueError("the Frechet distance needs at least 2 examples per set.")
-  mu_a, mu_b = features_a.mean(0), features_b.mean(0)
-  cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-  # Dead ReLU units make the covariances singular; a small ridge keeps the square root stable.
-  eye = np.eye(len(cov_a)) * 1e-6
+def _frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+  """grn_jax.evaluation.metrics.frechet_distance of two feature sets [N, F]."""
+  # Dead ReLU units make the covariances singular: scipy warns, the distance is still defined.
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", linalg.LinAlgWarning)
-    covmean = np.real(linalg.sqrtm((cov_a + eye) @ (cov_b + eye)))
-  return float(np.sum((mu_a - mu_b)**2) + np.trace(cov_a) + np.trace(cov_b)
-               - 2.0 * np.trace(covmean))
+    return metrics.frechet_distance(*metrics.feature_statistics(features_a),
+                                    *metrics.feature_statistics(features_b))
 
 
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +117,8 @@ def evaluate_samples(images: np.ndarray, labels: np.ndarray,
       num_samples=int(len(labels)),
       accuracy=float(correct.mean()),
       per_class_accuracy=per_class,
-      frechet_distance=frechet_distance(real_features, classifier.features(gray)),
-      real_floor=frechet_distance(real_features, real_test),
+      frechet_distance=_frechet_distance(real_features, classifier.features(gray)),
+      real_floor=_frechet_distance(real_features, real_test),
       real_test_accuracy=classifier.real_test_accuracy,
   )
 

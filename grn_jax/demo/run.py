@@ -28,9 +28,15 @@ import ml_collections
 import numpy as np
 
 from grn_jax import checkpointing
+from grn_jax import config_check
+from grn_jax import models
+from grn_jax import tokenizer_io
 from grn_jax.demo import digits
 from grn_jax.demo import images as image_files
 from grn_jax.trainers import tokenizer as tokenizer_trainer
+
+DEMO_FIELDS = ("grid_per_class", "animation_classes", "gif_frame_ms", "compare_adaptive",
+               "evaluate")
 
 
 def _say(message: str) -> None:
@@ -54,15 +60,14 @@ class _StepProgress(py_logging.Handler):
 
 def validate_demo_config(config: ml_collections.ConfigDict) -> None:
   """Fails at start-up naming the field."""
+  config_check.check_fields(config.demo, "demo", DEMO_FIELDS)
   if config.data.source != "arrays":
     raise ValueError(f"the demo trains on in-memory labels: config.data.source must be "
                      f"'arrays', got {config.data.source!r}.")
   if config.data.image_size != 16 * config.model.input_size:
     raise ValueError(f"config.data.image_size={config.data.image_size} must be 16 * "
                      f"config.model.input_size={config.model.input_size}.")
-  if config.tokenizer.latent_dim != config.model.latent_dim:
-    raise ValueError(f"config.tokenizer.latent_dim={config.tokenizer.latent_dim} != "
-                     f"config.model.latent_dim={config.model.latent_dim}.")
+  tokenizer_io.check_latent_dim(config)
   if config.model.num_classes != digits.NUM_CLASSES:
     raise ValueError(f"config.model.num_classes must be {digits.NUM_CLASSES} for the digits, "
                      f"got {config.model.num_classes}.")
@@ -95,16 +100,18 @@ def labels_stage(config, workdir: str, params, images: np.ndarray, classes: np.n
     with np.load(path) as data:
       if data["labels"].shape[0] == len(images):
         return data["labels"]
-  encode = tokenizer_trainer.make_encode_fn(config)
-  labels = tokenizer_trainer.batched(encode, params, images, 256)
+  encode = tokenizer_io.make_encode_fn(models.build_tokenizer(config.tokenizer),
+                                       config.model.hbq_rounds, config.model.label_mode)
+  labels = tokenizer_io.batched(encode, params, images, 256)
   np.savez_compressed(path, labels=labels, class_labels=classes)
   return labels
 
 
 def reconstruction_stage(config, params, labels: np.ndarray) -> np.ndarray:
   """Decoded HBQ labels: what the tokenizer can represent. uint8 [N, H, W, 3]."""
-  decode = tokenizer_trainer.make_decode_fn(config)
-  return digits.model_to_uint8(tokenizer_trainer.batched(decode, params, labels, 256))
+  decode = tokenizer_io.make_decode_fn(models.build_tokenizer(config.tokenizer),
+                                       config.model.hbq_rounds, config.model.label_mode)
+  return np.asarray(tokenizer_io.to_uint8(tokenizer_io.batched(decode, params, labels, 256)))
 
 
 def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
@@ -112,7 +119,7 @@ def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
   from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
   from grn_jax.trainers import c2i  # pylint: disable=g-import-not-at-top
   steps = c2i.total_train_steps(config, len(labels))
-  _say(f"[4/6] GRN: {steps} steps of batch {config.global_batch_size} on labels "
+  _say(f"[4/6] GRN: {steps} steps of batch {config.train.global_batch_size} on labels "
        f"{labels.shape}")
   bar = tqdm.tqdm(total=steps, desc="GRN", unit="step")
   handler = _StepProgress(bar)
@@ -191,7 +198,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t = time.perf_counter()
   labels = labels_stage(config, workdir, tok_params, images, classes)
   recon = reconstruction_stage(config, tok_params, labels)
-  real = digits.model_to_uint8(images)
+  real = np.asarray(tokenizer_io.to_uint8(images))
   mse = np.mean((recon.astype(np.float32) - real.astype(np.float32))**2)
   summary["reconstruction_psnr_db"] = float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
   _say(f"[3/6] labels: {labels.shape} HBQ labels; decoded-label PSNR "

@@ -1,7 +1,8 @@
 """Demo sampling on top of grn_jax.sampling: digits as uint8 images, and refinement frames.
 
 Uses the project sampler (one-jit refinement loop, fixed or entropy-adaptive steps, per-step
-trace) with the settings in config.sample, then decodes the HBQ labels with the demo tokenizer.
+trace) with the settings in config.sample, then decodes the HBQ labels with the demo tokenizer
+(grn_jax.tokenizer_io).
 """
 
 from typing import Any
@@ -10,23 +11,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from grn_jax.demo import digits
-from grn_jax.trainers import tokenizer as tokenizer_trainer
+from grn_jax import models
+from grn_jax import sampling
+from grn_jax import tokenizer_io
 
 
-def _sampling_module():
-  try:
-    from grn_jax import sampling  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("the demo samples with grn_jax.sampling, which could not be imported: "
-                      f"{e}") from e
-  for name in ("sample_labels", "sample_trajectory"):
-    if not hasattr(sampling, name):
-      raise ImportError(f"grn_jax.sampling lacks {name}(); the demo needs sample_labels(config, "
-                        "params, class_labels, key, adaptive=...) -> (labels, steps) and "
-                        "sample_trajectory(config, params, class_labels, key) -> labels per "
-                        "step.")
-  return sampling
+def _decode_fn(config: ml_collections.ConfigDict):
+  """jit((tokenizer params, labels) -> images in [-1, 1]) of config.tokenizer."""
+  return tokenizer_io.make_decode_fn(models.build_tokenizer(config.tokenizer),
+                                     config.model.hbq_rounds, config.model.label_mode)
 
 
 def sample_images(config: ml_collections.ConfigDict, params: Any, tok_params: Any,
@@ -36,8 +29,7 @@ def sample_images(config: ml_collections.ConfigDict, params: Any, tok_params: An
   Returns:
     dict(images=uint8 [N, H, W, 3], steps=int32 [N] refinement steps used per sample).
   """
-  sampling = _sampling_module()
-  decode = tokenizer_trainer.make_decode_fn(config)
+  decode = _decode_fn(config)
   batch = int(config.sample.batch_size)
   class_labels = np.asarray(class_labels, np.int32)
   pad = (-len(class_labels)) % batch
@@ -47,7 +39,7 @@ def sample_images(config: ml_collections.ConfigDict, params: Any, tok_params: An
   for i in range(0, len(padded), batch):
     labels, used = sampling.sample_labels(config, params, padded[i:i + batch],
                                           jax.random.fold_in(key, i), adaptive=adaptive)
-    images.append(digits.model_to_uint8(decode(tok_params, labels)))
+    images.append(np.asarray(tokenizer_io.to_uint8(decode(tok_params, labels))))
     steps.append(np.broadcast_to(np.asarray(used, np.int32), (batch,)))
   n = len(class_labels)
   return dict(images=np.concatenate(images)[:n], steps=np.concatenate(steps)[:n])
@@ -57,8 +49,8 @@ def refinement_frames(config: ml_collections.ConfigDict, params: Any, tok_params
                       class_labels: np.ndarray, seed: int) -> np.ndarray:
   """Decoded label maps after every refinement step: uint8 [steps + 1, N, H, W, 3]
   (frame 0 = the initial random labels)."""
-  sampling = _sampling_module()
-  decode = tokenizer_trainer.make_decode_fn(config)
+  decode = _decode_fn(config)
   trajectory = np.asarray(sampling.sample_trajectory(
       config, params, np.asarray(class_labels, np.int32), jax.random.key(seed)))
-  return np.stack([digits.model_to_uint8(decode(tok_params, labels)) for labels in trajectory])
+  return np.stack([np.asarray(tokenizer_io.to_uint8(decode(tok_params, labels)))
+                   for labels in trajectory])

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grn_jax import hbq
+from grn_jax import tokenizer_io
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -73,11 +74,6 @@ def ssim(a: jax.Array, b: jax.Array, data_range: float = 255.0) -> jax.Array:
   return jnp.mean(num / den, axis=(1, 2, 3))
 
 
-def to_uint8(images: jax.Array) -> jax.Array:
-  """[-1, 1] float -> uint8 (x + 1) * 127.5, rounded and clipped."""
-  return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-
-
 @dataclasses.dataclass
 class _Row:
   psnr_sum: float = 0.0
@@ -107,9 +103,9 @@ class ReconEvaluator:
     self.feature_fn = feature_fn
     self.rows = {r: _Row() for r in self.rounds}
     self.real_features: list[np.ndarray] = []
-    self._encode = jax.jit(lambda p, x: module.apply(
-        {"params": p}, x.astype(jnp.float32) / 127.5 - 1.0, method="encode"))
-    self._decode = jax.jit(lambda p, z: to_uint8(module.apply({"params": p}, z, method="decode")))
+    self._encode = jax.jit(lambda p, x: tokenizer_io.encode_latents(module, p, x))
+    self._decode = jax.jit(lambda p, z: tokenizer_io.to_uint8(
+        tokenizer_io.decode_latents(module, p, z)))
     self._hbq = {r: jax.jit(lambda z, r=r: hbq.dequantize(hbq.quantize(z, r, "ind"), r, "ind"))
                  for r in self.rounds if r is not None}
     self._metrics = jax.jit(lambda x, y: (psnr(x, y), ssim(x, y)))

@@ -1,10 +1,13 @@
 r"""Tokenizer reconstruction table: PSNR / SSIM (/ rFID) at full precision and HBQ M = 1..8.
 
   python -m grn_jax.evaluation.tokenizer_metrics --config=configs/c2i.py:variant=B \
-      --source=folder --data_dir=/data/imagenet/val --num_images=5000 [--tokenizer_params=DIR]
+      --config.tokenizer.checkpoint=DIR --source=folder --data_dir=/data/imagenet/val \
+      --num_images=5000
 
-Images get the ADM center crop to config.data.image_size. rFID joins the table when the FID
-Inception weights are available (--inception, $GRN_JAX_INCEPTION or ~/.cache/grn_jax/).
+Images get the ADM center crop to config.data.image_size. The tokenizer is
+grn_jax.tokenizer_io.load_tokenizer(config.tokenizer). rFID joins the table when the FID
+Inception weights are available (--inception, config.eval.inception, $GRN_JAX_INCEPTION or
+~/.cache/grn_jax/).
 """
 
 import json
@@ -16,8 +19,11 @@ from absl import logging
 import jax
 import numpy as np
 
+from grn_jax import config_check
+from grn_jax import tokenizer_io
 from grn_jax.data import images as images_lib
 from grn_jax.data import tokenize_dataset
+from grn_jax.evaluation import EVAL_FIELDS
 from grn_jax.evaluation import inception
 from grn_jax.evaluation import recon
 
@@ -25,21 +31,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "configs/c2i.py:variant=B", lock_config=True)
-  flags.DEFINE_enum("source", "folder", ["tfds", "folder"], "Input kind.")
-  flags.DEFINE_string("data_dir", "", "Image folder (class sub-folders) or tfds data_dir.")
-  flags.DEFINE_string("tfds_name", "", "tfds name (default: config.data.name).")
-  flags.DEFINE_string("split", "validation", "tfds split.")
+  tokenize_dataset.define_reader_flags(source="folder", split="validation")
   flags.DEFINE_integer("num_images", -1, "Images to evaluate (the first N readable ones); "
                        "default config.eval.recon_num_images.")
   flags.DEFINE_integer("batch_size", 16, "Batch size.")
-  flags.DEFINE_integer("image_size", 0, "Crop size (default: config.data.image_size).")
   flags.DEFINE_list("rounds", ["full", "1", "2", "3", "4", "5", "6", "7", "8"],
                     "Table rows: 'full' (float latent) and HBQ rounds M.")
-  flags.DEFINE_string("tokenizer_params", "", "Orbax tokenizer params directory (default: "
-                      "config.tokenizer.checkpoint).")
-  flags.DEFINE_bool("random_init_tokenizer", False, "Random tokenizer weights (tests only).")
   flags.DEFINE_string("inception", "", "FID Inception weights for rFID (.npz or .pth); default "
                       "config.eval.inception, $GRN_JAX_INCEPTION or ~/.cache/grn_jax/.")
   flags.DEFINE_bool("rfid", True, "Add rFID when the Inception weights are available.")
@@ -78,21 +75,11 @@ def parse_rounds(values) -> list[int | None]:
 def main(argv) -> None:
   del argv
   config = FLAGS.config
-  image_size = FLAGS.image_size or config.data.image_size
-  eval_cfg = config.get("eval", {})
-  num_images = FLAGS.num_images if FLAGS.num_images > 0 else eval_cfg.get("recon_num_images",
-                                                                           1000)
-  inception_path = FLAGS.inception or eval_cfg.get("inception", "") or None
-  if FLAGS.source == "folder":
-    reader = tokenize_dataset.FolderReader(FLAGS.data_dir)
-  else:
-    reader = tokenize_dataset.open_tfds(FLAGS.tfds_name or config.data.name, FLAGS.split,
-                                        FLAGS.data_dir)
-  from grn_jax.models import build_tokenizer  # pylint: disable=g-import-not-at-top
-  module = build_tokenizer(config.tokenizer)
-  params = tokenize_dataset.load_tokenizer_params(
-      config, module, FLAGS.tokenizer_params or config.tokenizer.get("checkpoint", ""),
-      FLAGS.random_init_tokenizer, image_size, with_decoder=True)
+  config_check.check_fields(config.eval, "eval", EVAL_FIELDS)
+  num_images = FLAGS.num_images if FLAGS.num_images > 0 else config.eval.recon_num_images
+  inception_path = FLAGS.inception or config.eval.inception or None
+  reader, image_size = tokenize_dataset.reader_from_flags(config)
+  module, params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   params = jax.device_put(params)
   feature_fn = None
   if FLAGS.rfid:

@@ -1,5 +1,5 @@
 """flax.linen modules. `build_c2i(config.model)`, `build_t2iv(config.model)`,
-`build_tokenizer(config.tokenizer)`."""
+`build_tokenizer(config.tokenizer)`, `build_umt5(config.text_encoder)`."""
 
 from grn_jax.models.grn_c2i import GRNC2I, build_c2i, validate_model_config
 from grn_jax.models.grn_t2iv import GRNT2IV, build_t2iv
@@ -11,5 +11,11 @@ def build_tokenizer(cfg):
   return tokenizer.build_tokenizer(cfg)
 
 
-__all__ = ["GRNC2I", "GRNT2IV", "build_c2i", "build_t2iv", "build_tokenizer",
+def build_umt5(cfg):
+  """The umT5 text encoder from an encoder config (see grn_jax/models/umt5.py)."""
+  from grn_jax.models import umt5  # pylint: disable=g-import-not-at-top
+  return umt5.build_umt5(cfg)
+
+
+__all__ = ["GRNC2I", "GRNT2IV", "build_c2i", "build_t2iv", "build_tokenizer", "build_umt5",
            "validate_model_config"]

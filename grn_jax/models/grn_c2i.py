@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from grn_jax import config_check
 from grn_jax import hbq
 from grn_jax.models import attention
 from grn_jax.models import layers
@@ -199,17 +200,13 @@ class GRNC2I(nn.Module):
 
 MODEL_FIELDS = ("hidden_size", "depth", "num_heads", "mlp_ratio", "bottleneck_dim",
                 "in_context_len", "in_context_start", "input_size", "patch_size", "num_classes",
-                "latent_dim", "hbq_rounds", "label_mode", "dtype", "attention_impl")
-OPTIONAL_FIELDS = ("remat_policy", "scan_layers")
+                "latent_dim", "hbq_rounds", "label_mode", "dtype")
+SWITCH_FIELDS = ("name", "remat_policy", "scan_layers", "attention_impl")
 
 
 def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for unknown, missing or inconsistent values."""
-  keys = set(cfg.keys())
-  missing = [f for f in MODEL_FIELDS if f not in keys]
-  unknown = sorted(keys - set(MODEL_FIELDS) - set(OPTIONAL_FIELDS) - {"name"})
-  if missing or unknown:
-    raise ValueError(f"config.model: missing fields {missing}, unknown fields {unknown}.")
+  config_check.check_fields(cfg, "model", MODEL_FIELDS + SWITCH_FIELDS)
   if cfg.label_mode not in hbq.LABEL_MODES:
     raise ValueError(f"config.model.label_mode must be one of {hbq.LABEL_MODES}, "
                      f"got {cfg.label_mode!r}.")
@@ -225,7 +222,7 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   if cfg.in_context_len > 0 and not 0 <= cfg.in_context_start < cfg.depth:
     raise ValueError(f"config.model.in_context_start={cfg.in_context_start} must lie in "
                      f"[0, depth={cfg.depth}).")
-  if cfg.get("remat_policy", "none") not in REMAT_POLICIES:
+  if cfg.remat_policy not in REMAT_POLICIES:
     raise ValueError(f"config.model.remat_policy must be one of {list(REMAT_POLICIES)}.")
   if cfg.attention_impl not in attention.IMPLS:
     raise ValueError(f"config.model.attention_impl must be one of {attention.IMPLS}, "
@@ -238,6 +235,5 @@ def build_c2i(cfg: ml_collections.ConfigDict) -> GRNC2I:
   """The C2I module from `config.model`."""
   validate_model_config(cfg)
   kwargs = {f: cfg[f] for f in MODEL_FIELDS if f != "dtype"}
-  return GRNC2I(**kwargs, dtype=jnp.dtype(cfg.dtype),
-                remat_policy=cfg.get("remat_policy", "none"),
-                scan_layers=bool(cfg.get("scan_layers", False)))
+  return GRNC2I(**kwargs, dtype=jnp.dtype(cfg.dtype), attention_impl=cfg.attention_impl,
+                remat_policy=cfg.remat_policy, scan_layers=bool(cfg.scan_layers))

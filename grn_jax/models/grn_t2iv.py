@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from grn_jax import config_check
 from grn_jax import hbq
 from grn_jax import resolution
 from grn_jax.models import attention
@@ -293,11 +294,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def validate_t2iv_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for unknown, missing or inconsistent values."""
+  config_check.check_fields(cfg, "model", MODEL_FIELDS, optional=SWITCH_FIELDS + ("name",))
   keys = set(cfg.keys())
-  missing = [f for f in MODEL_FIELDS if f not in keys]
-  unknown = sorted(keys - set(MODEL_FIELDS) - set(SWITCH_FIELDS) - {"name"})
-  if missing or unknown:
-    raise ValueError(f"config.model: missing fields {missing}, unknown fields {unknown}.")
   if cfg.hidden_size % cfg.num_heads:
     raise ValueError(f"config.model.hidden_size={cfg.hidden_size} is not divisible by "
                      f"num_heads={cfg.num_heads}.")

@@ -34,10 +34,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from grn_jax import config_check
+
 Dtype = Any
 TOKENIZER_FIELDS = ("dim", "dec_dim", "latent_dim", "dim_mult", "num_res_blocks",
                     "temporal_downsample", "dtype")
-OPTIONAL_FIELDS = ("checkpoint", "frame_chunk", "tile_latent", "tile_overlap")
+# Weights (read by grn_jax/tokenizer_io.py) and execution switches.
+IO_FIELDS = ("checkpoint", "random_init")
+EXECUTION_FIELDS = ("frame_chunk", "tile_latent", "tile_overlap")
 CACHE = "cache"  # flax collection that holds the per-conv frame caches when streaming
 
 
@@ -509,12 +513,7 @@ def _ramp(size: int, left: int, right: int) -> np.ndarray:
 
 def validate_tokenizer_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming missing, unknown or inconsistent `config.tokenizer` fields."""
-  keys = set(cfg.keys())
-  missing = [f for f in TOKENIZER_FIELDS if f not in keys]
-  unknown = sorted(keys - set(TOKENIZER_FIELDS) - set(OPTIONAL_FIELDS))
-  if missing or unknown:
-    raise ValueError(f"config.tokenizer: missing fields {missing}, unknown fields {unknown} "
-                     f"(known: {TOKENIZER_FIELDS + OPTIONAL_FIELDS}).")
+  config_check.check_fields(cfg, "tokenizer", TOKENIZER_FIELDS + IO_FIELDS + EXECUTION_FIELDS)
   if len(cfg.dim_mult) != 4:
     raise ValueError("config.tokenizer.dim_mult must have 4 entries (stride 16 = patchify 2 x "
                      f"2^3), got {cfg.dim_mult}.")
@@ -524,21 +523,21 @@ def validate_tokenizer_config(cfg: ml_collections.ConfigDict) -> None:
   if sum(bool(v) for v in cfg.temporal_downsample) not in (0, 2):
     raise ValueError("config.tokenizer.temporal_downsample must downsample time twice (x4, the "
                      f"released tokenizers) or never, got {cfg.temporal_downsample}.")
-  for name in ("frame_chunk", "tile_latent", "tile_overlap"):
-    if int(cfg.get(name, 0)) < 0:
-      raise ValueError(f"config.tokenizer.{name} must be >= 0, got {cfg.get(name)}.")
-  if cfg.get("tile_latent", 0) and not cfg.get("tile_overlap", 2) < cfg.tile_latent:
-    raise ValueError(f"config.tokenizer.tile_overlap={cfg.get('tile_overlap', 2)} must be smaller "
+  for name in EXECUTION_FIELDS:
+    if int(cfg[name]) < 0:
+      raise ValueError(f"config.tokenizer.{name} must be >= 0, got {cfg[name]}.")
+  if cfg.tile_latent and not cfg.tile_overlap < cfg.tile_latent:
+    raise ValueError(f"config.tokenizer.tile_overlap={cfg.tile_overlap} must be smaller "
                      f"than tile_latent={cfg.tile_latent}.")
   jnp.dtype(cfg.dtype)  # raises TypeError for an unknown dtype name
 
 
 def build_tokenizer(cfg: ml_collections.ConfigDict) -> HBQTokenizer:
-  """The tokenizer module from `config.tokenizer` (fields: see TOKENIZER_FIELDS, OPTIONAL_FIELDS)."""
+  """The tokenizer module from `config.tokenizer` (weights: grn_jax.tokenizer_io.load_tokenizer)."""
   validate_tokenizer_config(cfg)
   return HBQTokenizer(
       dim=cfg.dim, dec_dim=cfg.dec_dim, latent_dim=cfg.latent_dim,
       dim_mult=tuple(cfg.dim_mult), num_res_blocks=cfg.num_res_blocks,
       temporal_downsample=tuple(bool(v) for v in cfg.temporal_downsample),
-      dtype=jnp.dtype(cfg.dtype), frame_chunk=int(cfg.get("frame_chunk", 0)),
-      tile_latent=int(cfg.get("tile_latent", 0)), tile_overlap=int(cfg.get("tile_overlap", 2)))
+      dtype=jnp.dtype(cfg.dtype), frame_chunk=int(cfg.frame_chunk),
+      tile_latent=int(cfg.tile_latent), tile_overlap=int(cfg.tile_overlap))

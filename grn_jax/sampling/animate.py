@@ -4,7 +4,7 @@ r"""The refinement as an animated GIF and a PNG strip (the paper's framework fig
       --classes=207,360,387 --out=DIR/refinement [--seed=0] [--adaptive] [--fps=6]
 
 restores the params like `--mode=sample` (config.sample.checkpoint or the workdir's training
-checkpoint, EMA config.sample.params) and the tokenizer (config.tokenizer.checkpoint), samples
+checkpoint, EMA config.sample.params) and the tokenizer (config.tokenizer), samples
 one image per class with the per-step trace and decoded previews (one compiled program), and
 writes OUT.gif and OUT.png.
 
@@ -124,6 +124,7 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
+  from grn_jax import tokenizer_io  # pylint: disable=g-import-not-at-top
   from grn_jax.sampling import api  # pylint: disable=g-import-not-at-top
   from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
   fl = flags.FLAGS
@@ -133,11 +134,11 @@ def main(argv):
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/c2i.py:variant=B.")
   params = generate.load_sampling_params(config, fl.workdir)
-  tok_module, tok_params = generate.load_tokenizer(config)
+  tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   classes = np.asarray([int(c) for c in fl.classes], np.int32)
   out = api.sample(config, params, classes, jax.random.key(fl.seed), adaptive=fl.adaptive,
                    trace=True, trace_previews=True,
-                   decode=(api.TokenizerDecode(tok_module), tok_params))
+                   decode=(tokenizer_io.TokenizerDecode(tok_module), tok_params))
   trace = jax.device_get(out.trace)
   gif, png = write_animation(trace, np.asarray(out.steps), fl.out, fl.fps, fl.columns)
   print(f"steps {np.asarray(out.steps).tolist()}, NFE per image "

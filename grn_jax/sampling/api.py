@@ -4,6 +4,8 @@
   frames = sample_trajectory(config, params, class_labels, key)   # [steps + 1, B, h, w, D]
   images = sample_grid_fn(config, params)                          # for the trainer's hook
 
+Decoding (`decode=(decode_fn, tokenizer params)`) uses grn_jax.tokenizer_io.TokenizerDecode.
+
 `config.sample` holds the settings (see configs/c2i.py). Static fields (steps, schedule, keep
 mode, adaptive bounds) select the compiled program; guidance, temperature, k, b and the schedule
 shift are traced.
@@ -19,10 +21,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from grn_jax import config_check
 from grn_jax import hbq
 from grn_jax import sharding
+from grn_jax import tokenizer_io
 from grn_jax.models import build_c2i
 from grn_jax.sampling import refine
+
+SAMPLE_FIELDS = ("num_steps", "cfg_scale", "cfg_interval", "temperature", "schedule",
+                 "schedule_shift", "keep_mode", "adaptive", "warmup_steps", "min_steps",
+                 "max_steps", "entropy_k", "entropy_b", "entropy_budget", "params", "checkpoint",
+                 "seed", "per_class", "num_images", "batch_size", "output_dir", "write_npz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,31 +51,21 @@ class ModelApply:
       return self.module.apply({"params": params}, labels, keep_ratio, class_labels)
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenizerDecode:
-  """Hashable `decode_fn(tokenizer_params, latent) -> images in [-1, 1]` of a tokenizer."""
-  module: Any
-
-  def __call__(self, params, latent):
-    images = self.module.apply({"params": params}, latent, method="decode")
-    return jnp.clip(images, -1.0, 1.0)
-
-
 def settings_from_config(sample_cfg: ml_collections.ConfigDict) -> refine.SamplerSettings:
   """The traced sampler settings of config.sample."""
   low, high = sample_cfg.cfg_interval
   return refine.SamplerSettings(
       cfg_scale=float(sample_cfg.cfg_scale), cfg_low=float(low), cfg_high=float(high),
       temperature=float(sample_cfg.temperature),
-      entropy_k=float(sample_cfg.get("entropy_k", refine.OFFICIAL_ENTROPY_K)),
-      entropy_b=float(sample_cfg.get("entropy_b", refine.OFFICIAL_ENTROPY_B)),
-      schedule_shift=float(sample_cfg.get("schedule_shift", 1.0)))
+      entropy_k=float(sample_cfg.entropy_k), entropy_b=float(sample_cfg.entropy_b),
+      schedule_shift=float(sample_cfg.schedule_shift))
 
 
 def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = None,
                      trace: bool = False, trace_previews: bool = False) -> refine.SamplerSpec:
   """The static sampler structure of a config (errors name the offending field)."""
   model, sample = config.model, config.sample
+  config_check.check_fields(sample, "sample", SAMPLE_FIELDS)
   if sample.temperature <= 0:
     raise ValueError(f"config.sample.temperature must be > 0, got {sample.temperature}.")
   if len(tuple(sample.cfg_interval)) != 2:
@@ -77,12 +76,10 @@ def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = 
       label_classes=hbq.num_classes(model.hbq_rounds, model.label_mode),
       null_class=model.num_classes, hbq_rounds=model.hbq_rounds, label_mode=model.label_mode,
       num_steps=int(sample.num_steps), schedule=sample.schedule,
-      adaptive=bool(sample.get("adaptive", False) if adaptive is None else adaptive),
-      warmup_steps=int(sample.get("warmup_steps", refine.OFFICIAL_WARMUP_STEPS)),
-      min_steps=int(sample.get("min_steps", 10)),
-      max_steps=int(sample.get("max_steps", sample.num_steps)),
-      entropy_budget=sample.get("entropy_budget", "after_warmup"),
-      keep_mode=sample.get("keep_mode", "random"), trace=trace, trace_previews=trace_previews)
+      adaptive=bool(sample.adaptive if adaptive is None else adaptive),
+      warmup_steps=int(sample.warmup_steps), min_steps=int(sample.min_steps),
+      max_steps=int(sample.max_steps), entropy_budget=sample.entropy_budget,
+      keep_mode=sample.keep_mode, trace=trace, trace_previews=trace_previews)
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,7 +94,7 @@ def _loads(text: str) -> dict:
 
 def model_apply(config: ml_collections.ConfigDict) -> ModelApply:
   """The (cached, hashable) apply_fn of config.model with config.sharding_rules."""
-  rules = sharding.rules_from_config(config.get("sharding_rules", ()))
+  rules = sharding.rules_from_config(config.sharding_rules)
   return _model_apply(config.model.to_json(), tuple(rules))
 
 
@@ -139,12 +136,12 @@ def sample_grid_fn(config: ml_collections.ConfigDict, params: Any,
                    per_class: int = 4) -> np.ndarray:
   """A class grid for training-time previews: images [classes * per_class, H, W, 3] in [-1, 1].
 
-  Decodes with the tokenizer of config.tokenizer.checkpoint (a clear error if there is none).
+  Decodes with the tokenizer of config.tokenizer (tokenizer_io.load_tokenizer: a clear error if
+  it has no weights).
   """
-  from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
-  tok_module, tok_params = generate.load_tokenizer(config)
+  tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   classes = min(int(config.model.num_classes), 10)
   class_labels = np.repeat(np.arange(classes, dtype=np.int32), per_class)
   out = sample(config, params, class_labels, jax.random.key(0),
-               decode=(TokenizerDecode(tok_module), tok_params))
+               decode=(tokenizer_io.TokenizerDecode(tok_module), tok_params))
   return np.asarray(out.images)

@@ -2,7 +2,7 @@ r"""Generation at scale: `python -m grn_jax.main --mode=sample --config=... --wo
 
 Restores the GRN params (the converted params directory `config.sample.checkpoint`, or else the
 latest training checkpoint in DIR, EMA `config.sample.params` by default) and the tokenizer
-(`config.tokenizer.checkpoint`, a converted params directory), then writes
+(grn_jax.tokenizer_io.load_tokenizer(config.tokenizer)), then writes
 `<out>/{index:06d}.png` for every index of the class schedule (`config.sample.per_class` images
 of each class in class order; ImageNet default 50 -> 50,000 images) and `<out>/samples.npz`
 (images uint8 [N, H, W, 3], labels, steps, nfe int32 [N], entropy float32 [N]: H at the
@@ -18,7 +18,6 @@ which samples.npz is assembled by streaming (never all images in memory). Batche
 over the mesh (`config.mesh`); GRN params are placed with `config.sharding_rules`.
 """
 
-import dataclasses
 import functools
 import os
 import zipfile
@@ -34,28 +33,15 @@ from PIL import PngImagePlugin
 
 from grn_jax import checkpointing
 from grn_jax import sharding
+from grn_jax import tokenizer_io
 from grn_jax.models import build_c2i
-from grn_jax.models import build_tokenizer
 from grn_jax.sampling import api
 from grn_jax.sampling import refine
 
 
-def load_tokenizer(config: ml_collections.ConfigDict):
-  """(tokenizer module, params) from config.tokenizer.checkpoint (a converted params dir)."""
-  path = config.tokenizer.get("checkpoint", "")
-  if not path or path.startswith("hf://") or path.endswith((".ckpt", ".pth", ".pt")):
-    raise ValueError(
-        f"config.tokenizer.checkpoint={path!r}: sampling images needs the tokenizer as a "
-        "converted params directory. Convert the released one with `python -m grn_jax.convert "
-        "--kind=tokenizer --src=hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt "
-        "--dst=DIR --config=...` and pass --config.tokenizer.checkpoint=DIR.")
-  tok_cfg = ml_collections.ConfigDict(config.tokenizer.to_dict())
-  return build_tokenizer(tok_cfg), checkpointing.restore_params(path)
-
-
 def load_sampling_params(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """GRN params: config.sample.checkpoint (params dir) or the latest training checkpoint."""
-  explicit = config.sample.get("checkpoint", "")
+  explicit = config.sample.checkpoint
   if explicit:
     logging.info("sampling with the params directory %s", explicit)
     return checkpointing.restore_params(explicit)
@@ -124,15 +110,6 @@ def read_png(path: str) -> tuple[np.ndarray, dict[str, float]]:
     return np.asarray(im.convert("RGB")), meta
 
 
-@dataclasses.dataclass(frozen=True)
-class Uint8Decode:
-  """Hashable decode_fn wrapper: [-1, 1] images -> uint8 inside the sampler's program."""
-  inner: Any
-
-  def __call__(self, params, latent):
-    return refine.to_uint8(self.inner(params, latent))
-
-
 def _global_array(host: np.ndarray, mesh) -> jax.Array:
   """A batch-sharded global array from the same full host array on every process."""
   return jax.make_array_from_callback(host.shape, sharding.batch_sharding(mesh, host.ndim),
@@ -178,7 +155,7 @@ def generate(config: ml_collections.ConfigDict, params: Any, decode_fn, decode_p
   """
   sample_cfg = config.sample
   labels = class_schedule(int(config.model.num_classes), int(sample_cfg.per_class),
-                          int(sample_cfg.get("num_images", -1)))
+                          int(sample_cfg.num_images))
   total = len(labels)
   batch = int(sample_cfg.batch_size)
   mesh = mesh or sharding.make_mesh(config.mesh)
@@ -199,9 +176,10 @@ def generate(config: ml_collections.ConfigDict, params: Any, decode_fn, decode_p
     logging.info("all %d samples already exist in %s", total, out_dir)
     return summary
   spec = api.spec_from_config(config)
-  sampler = refine.jitted_sampler(api.model_apply(config), spec, Uint8Decode(decode_fn))
+  sampler = refine.jitted_sampler(api.model_apply(config), spec,
+                                  tokenizer_io.Uint8Decode(decode_fn))
   settings = api.settings_from_config(sample_cfg).as_arrays()
-  base_key = jax.random.key(int(sample_cfg.get("seed", 0)))
+  base_key = jax.random.key(int(sample_cfg.seed))
   run = _batch_runner(sampler)
 
   params = place_params(config, params, mesh)
@@ -263,35 +241,20 @@ def write_npz(out_dir: str, path: str, total: int) -> None:
 
 def generate_to_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The `--mode=sample` entry point; returns the path of samples.npz (or the PNG folder)."""
-  out_dir = config.sample.get("output_dir", "") or os.path.join(workdir, "samples")
+  out_dir = config.sample.output_dir or os.path.join(workdir, "samples")
   params = load_sampling_params(config, workdir)
-  tok_module, tok_params = load_tokenizer(config)
-  summary = generate(config, params, api.TokenizerDecode(tok_module), tok_params, out_dir)
+  tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
+  summary = generate(config, params, tokenizer_io.TokenizerDecode(tok_module), tok_params,
+                     out_dir)
   logging.info("sampling summary: %s", summary)
   if jax.process_index() != 0:
     return out_dir
   print(f"{summary['total']} samples in {out_dir} ({summary['generated']} generated now, mean "
         f"steps {summary['mean_steps']:.2f}, mean NFE {summary['mean_nfe']:.2f})")
-  if not config.sample.get("write_npz", True):
+  if not config.sample.write_npz:
     return out_dir
   path = os.path.join(out_dir, "samples.npz")
   write_npz(out_dir, path, summary["total"])
   print(f"wrote {path}")
   return path
 
-
-def decode_identity_fn():
-  """A decode_fn that returns the dequantized latent (for tests and label-only runs)."""
-  return _IdentityDecode()
-
-
-class _IdentityDecode:
-  def __call__(self, params, latent):
-    del params
-    return jnp.asarray(latent)
-
-  def __hash__(self):
-    return hash("identity-decode")
-
-  def __eq__(self, other):
-    return isinstance(other, _IdentityDecode)

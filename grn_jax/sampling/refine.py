@@ -50,6 +50,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from grn_jax import hbq
+from grn_jax import tokenizer_io
 from grn_jax.sampling import guidance
 from grn_jax.sampling import schedules
 
@@ -222,12 +223,6 @@ def _keep_mask(keys, pred_logp, t_next, keep_mode: str):
   return (rank < count[:, None]).reshape(pred_logp.shape)
 
 
-def to_uint8(images: jax.Array) -> jax.Array:
-  """[-1, 1] float -> uint8, as round((x + 1) / 2 * 255) with clipping."""
-  return jnp.clip(jnp.floor((images.astype(jnp.float32) + 1.0) * 127.5 + 0.5), 0,
-                  255).astype(jnp.uint8)
-
-
 def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
                  decode_fn: Callable[[Any, jax.Array], jax.Array] | None = None):
   """Returns sample(params, class_labels, key, settings, decode_params=None) -> SampleOutput.
@@ -352,7 +347,7 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
       if spec.trace_previews and decode_fn is not None:
         def preview(labels):
           latent = hbq.dequantize(labels, spec.hbq_rounds, spec.label_mode)
-          return to_uint8(decode_fn(decode_params, latent))
+          return tokenizer_io.to_uint8(decode_fn(decode_params, latent))
         trace_out["input_images"] = jax.lax.map(preview, final.trace["labels"])
         trace_out["pred_images"] = jax.lax.map(preview, final.trace["pred"])
     return SampleOutput(labels=final.pred, images=images, steps=final.total_steps,

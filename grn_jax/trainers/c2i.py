@@ -10,18 +10,17 @@
     on the fly by the frozen HBQ tokenizer;
   * Orbax checkpoints (state, both EMAs, data iterator, config), async, keep the latest N,
     automatic resume, save on SIGTERM; a non-finite loss or gradient stops the run and keeps
-    the last good checkpoint; `config.init_from` starts from a converted params directory;
+    the last good checkpoint; `config.train.init_from` starts from a converted params directory;
   * clu metric writers (TensorBoard), progress line with rate and ETA, optional sample grids.
 
 In-memory data (e.g. the digits demo): config.data.source = 'arrays' and
 `dataset=(labels int32 [N, h, w, D], class_labels int32 [N])`; the epoch is then N examples.
 """
 
-import functools
 import signal
 import threading
 import time
-from typing import Any
+from typing import Sequence
 
 from absl import logging
 from clu import metric_writers
@@ -34,39 +33,86 @@ import numpy as np
 import optax
 
 from grn_jax import checkpointing
+from grn_jax import config_check
+from grn_jax import evaluation
+from grn_jax import flops
 from grn_jax import sharding
 from grn_jax.data import online_tokenizer
 from grn_jax.data import pipeline
 from grn_jax.models import build_c2i
+from grn_jax.models import tokenizer as tokenizer_model
+from grn_jax.models import validate_model_config
+from grn_jax.sampling import api as sampling_api
 from grn_jax.trainers import c2i_step
+
+CONFIG_FIELDS = ("task", "mode", "seed", "model", "tokenizer", "data", "train", "optim",
+                 "corruption", "sample", "eval", "mesh", "sharding_rules")
+TRAIN_FIELDS = ("global_batch_size", "num_epochs", "total_steps", "train_examples", "ema_decays",
+                "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+                "async_checkpointing", "init_from", "sample_every_steps", "peak_flops_per_device")
+OPTIM_FIELDS = ("blr", "b1", "b2", "weight_decay", "grad_clip_norm", "schedule", "warmup_epochs",
+                "min_lr", "eps")
+CORRUPTION_FIELDS = ("keep_logit_mean", "keep_logit_std", "label_drop_prob")
 
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when the loss or gradient norm is NaN or inf."""
 
 
+def check_sections(config: ml_collections.ConfigDict) -> None:
+  """The fields of config.train, config.optim and config.corruption (errors name the field)."""
+  config_check.check_fields(config.train, "train", TRAIN_FIELDS)
+  config_check.check_fields(config.optim, "optim", OPTIM_FIELDS)
+  config_check.check_fields(config.corruption, "corruption", CORRUPTION_FIELDS)
+
+
+def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[str] = ()) -> None:
+  """A whole C2I config: its top-level fields and every section's (errors name the field).
+
+  Args:
+    config: a configs/c2i.py-style config (task 'c2i').
+    extra_sections: top-level sections a config may add (the demo's), checked by their readers.
+  """
+  config_check.check_fields(config, "", CONFIG_FIELDS, optional=extra_sections)
+  if config.task != "c2i":
+    raise ValueError(f"config.task={config.task!r}: this is the check of a C2I config (task "
+                     "'c2i').")
+  validate_model_config(config.model)
+  tokenizer_model.validate_tokenizer_config(config.tokenizer)
+  config_check.check_fields(config.data, "data", pipeline.DATA_FIELDS)
+  check_sections(config)
+  config_check.check_fields(config.sample, "sample", sampling_api.SAMPLE_FIELDS)
+  config_check.check_fields(config.eval, "eval", evaluation.EVAL_FIELDS)
+  config_check.check_fields(config.mesh, "mesh", sharding.MESH_AXES)
+  sharding.rules_from_config(config.sharding_rules)
+
+
 def validate_train_config(config: ml_collections.ConfigDict, num_batch_shards: int) -> None:
   """Fails at start-up, naming the field."""
-  if config.global_batch_size % num_batch_shards:
-    raise ValueError(f"config.global_batch_size={config.global_batch_size} must be divisible by "
-                     f"the data x fsdp mesh size {num_batch_shards}.")
-  if config.global_batch_size % jax.process_count():
-    raise ValueError(f"config.global_batch_size={config.global_batch_size} must be divisible by "
-                     f"the {jax.process_count()} processes.")
-  decays = tuple(config.ema_decays)
+  check_sections(config)
+  train, corruption = config.train, config.corruption
+  if train.global_batch_size % num_batch_shards:
+    raise ValueError(f"config.train.global_batch_size={train.global_batch_size} must be "
+                     f"divisible by the data x fsdp mesh size {num_batch_shards}.")
+  if train.global_batch_size % jax.process_count():
+    raise ValueError(f"config.train.global_batch_size={train.global_batch_size} must be "
+                     f"divisible by the {jax.process_count()} processes.")
+  decays = tuple(train.ema_decays)
   if not decays or any(not 0.0 <= d < 1.0 for d in decays):
-    raise ValueError(f"config.ema_decays must be a non-empty tuple of values in [0, 1), got "
-                     f"{decays}.")
-  if not 0.0 <= config.label_drop_prob <= 1.0:
-    raise ValueError(f"config.label_drop_prob must lie in [0, 1], got {config.label_drop_prob}.")
-  if config.P_std < 0:
-    raise ValueError(f"config.P_std must be >= 0, got {config.P_std}.")
+    raise ValueError(f"config.train.ema_decays must be a non-empty tuple of values in [0, 1), "
+                     f"got {decays}.")
+  if not 0.0 <= corruption.label_drop_prob <= 1.0:
+    raise ValueError(f"config.corruption.label_drop_prob must lie in [0, 1], got "
+                     f"{corruption.label_drop_prob}.")
+  if corruption.keep_logit_std < 0:
+    raise ValueError(f"config.corruption.keep_logit_std must be >= 0, got "
+                     f"{corruption.keep_logit_std}.")
   if not config.optim.blr > 0:
     raise ValueError(f"config.optim.blr must be > 0, got {config.optim.blr}.")
   for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
-    if config[field] < 1:
-      raise ValueError(f"config.{field} must be >= 1, got {config[field]}.")
-  params_name = config.sample.get("params", "ema_0")
+    if train[field] < 1:
+      raise ValueError(f"config.train.{field} must be >= 1, got {train[field]}.")
+  params_name = config.sample.params
   if params_name != "params" and not (params_name.startswith("ema_") and
                                       params_name[4:].isdigit() and
                                       int(params_name[4:]) < len(decays)):
@@ -75,16 +121,8 @@ def validate_train_config(config: ml_collections.ConfigDict, num_batch_shards: i
 
 
 def sample_grid_hook(config: ml_collections.ConfigDict):
-  """grn_jax.sampling.sample_grid_fn when config.sample_every_steps > 0, else None."""
-  if config.get("sample_every_steps", 0) <= 0:
-    return None
-  try:
-    from grn_jax import sampling  # pylint: disable=g-import-not-at-top
-    fn = getattr(sampling, "sample_grid_fn")
-  except (ImportError, AttributeError) as e:
-    raise ValueError("config.sample_every_steps > 0 needs grn_jax.sampling.sample_grid_fn "
-                     f"(not available: {e}); set config.sample_every_steps=0.") from e
-  return fn
+  """grn_jax.sampling.sample_grid_fn when config.train.sample_every_steps > 0, else None."""
+  return sampling_api.sample_grid_fn if config.train.sample_every_steps > 0 else None
 
 
 def sampling_params(state: c2i_step.TrainState, name: str):
@@ -93,9 +131,9 @@ def sampling_params(state: c2i_step.TrainState, name: str):
 
 
 def total_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
-  if config.total_steps > 0:
-    return int(config.total_steps)
-  return int(config.num_epochs * c2i_step.steps_per_epoch(config, num_examples))
+  if config.train.total_steps > 0:
+    return int(config.train.total_steps)
+  return int(config.train.num_epochs * c2i_step.steps_per_epoch(config, num_examples))
 
 
 def model_inputs(config: ml_collections.ConfigDict, batch: int):
@@ -118,7 +156,7 @@ def create_train_state(config: ml_collections.ConfigDict, mesh, num_examples: in
   inputs = model_inputs(config, shards)
   lr_fn = c2i_step.learning_rate_fn(config, num_examples)
   tx = c2i_step.make_optimizer(config, num_examples)
-  num_emas = len(config.ema_decays)
+  num_emas = len(config.train.ema_decays)
 
   def init(key):
     params = model.init(key, *inputs)["params"]
@@ -209,23 +247,6 @@ def _check_finite(metrics: dict[str, np.ndarray], step: int, last_saved: int | N
         "check config.optim.grad_clip_norm or use float32 compute (config.model.dtype).")
 
 
-def peak_flops(config: ml_collections.ConfigDict) -> float:
-  """Total peak FLOP/s of the devices in the run, for MFU.
-
-  config.peak_flops_per_device > 0 is taken times the device count; 0 measures the 2048^2 matmul
-  peak of one local device. Fake CPU devices share the host's cores, so on CPU the measured peak
-  of the host is the total.
-  """
-  per_device = float(config.peak_flops_per_device)
-  if per_device <= 0:
-    from grn_jax.benchmarks import peak  # pylint: disable=g-import-not-at-top
-    dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.dtype(config.model.dtype)
-    per_device = peak.measure_matmul_peak_flops(2048, dtype)
-  if jax.default_backend() == "cpu":
-    return per_device * jax.process_count()
-  return per_device * jax.device_count()
-
-
 class _SigtermFlag:
   """Sets `.set` on SIGTERM (main thread only); restores the old handler on exit."""
 
@@ -253,7 +274,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains GRN C2I; returns the final TrainState (checkpointed in workdir/checkpoints)."""
   mesh = sharding.make_mesh(config.mesh)
   validate_train_config(config, mesh.shape["data"] * mesh.shape["fsdp"])
-  rows = pipeline.process_rows(config.global_batch_size, sharding.batch_sharding(mesh, 1))
+  train = config.train
+  rows = pipeline.process_rows(train.global_batch_size, sharding.batch_sharding(mesh, 1))
   data_iter = pipeline.build_train_iterator(config, dataset, rows)
   num_examples = data_iter.num_examples
   num_steps = total_train_steps(config, num_examples)
@@ -261,8 +283,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   encoder = (online_tokenizer.make_label_encoder(config, mesh)
              if data_iter.needs_tokenizer else None)
 
-  ckpt = checkpointing.TrainCheckpointer(workdir, config.keep_checkpoints,
-                                         config.get("async_checkpointing", True))
+  ckpt = checkpointing.TrainCheckpointer(workdir, train.keep_checkpoints,
+                                         train.async_checkpointing)
   abstract, state_shardings, model, tx, lr_fn = create_train_state(
       config, mesh, num_examples, abstract_only=True)
   latest = ckpt.latest_step()
@@ -272,11 +294,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     data_iter.set_state(data_state)
   else:
     state = create_train_state(config, mesh, num_examples)[0]
-    if config.get("init_from", ""):
-      logging.info("Initialising params (and EMAs) from %s.", config.init_from)
-      params = checkpointing.restore_params(config.init_from, abstract.params)
+    if train.init_from:
+      logging.info("Initialising params (and EMAs) from %s.", train.init_from)
+      params = checkpointing.restore_params(train.init_from, abstract.params)
       state = state.replace(params=params, ema_params=tuple(
-          jax.tree.map(jnp.copy, params) for _ in config.ema_decays))
+          jax.tree.map(jnp.copy, params) for _ in train.ema_decays))
   step_fn = make_train_step(config, mesh, model, tx, lr_fn, state_shardings)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -284,8 +306,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.write_hparams({k: v for k, v in checkpointing.config_to_dict(config).items()
                           if isinstance(v, (int, float, str, bool))})
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.log_every_steps, every_secs=None)
-  total_peak = peak_flops(config)
+                                           every_steps=train.log_every_steps, every_secs=None)
+  total_peak = flops.run_peak_flops(train.peak_flops_per_device, config.model.dtype)
+  flops_per_example = flops.c2i_train_flops_per_example(config.model)
   tokens_per_example = config.model.input_size**2
   config_dict = checkpointing.config_to_dict(config)
   start_step = int(jax.device_get(state.step))
@@ -298,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return jax.tree.map(np.asarray, jax.device_get(step_metrics))
 
   logging.info("Training steps %d -> %d, global batch %d, %d devices, %d processes.",
-               start_step, num_steps, config.global_batch_size, jax.device_count(),
+               start_step, num_steps, train.global_batch_size, jax.device_count(),
                jax.process_count())
   try:
     with _SigtermFlag() as sigterm:
@@ -324,21 +347,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
         stop = sigterm.set or (jax.process_count() > 1 and ckpt.reached_preemption(step))
         is_last = step == num_steps
-        if step % config.log_every_steps == 0 or is_last or stop:
+        if step % train.log_every_steps == 0 or is_last or stop:
           m = host(pending[1])
           _check_finite(m, step, last_saved)
           acc.add(m)
           pending = None
           elapsed = time.perf_counter() - log_start
-          rate = (step - log_start_step) * config.global_batch_size / max(elapsed, 1e-9)
+          rate = (step - log_start_step) * train.global_batch_size / max(elapsed, 1e-9)
           summary = acc.summary()
           summary.update({"examples_per_second": rate,
                           "tokens_per_second": rate * tokens_per_example,
-                          "mfu": c2i_step.mfu(rate, config.model, total_peak)})
+                          "mfu": flops.mfu(rate, flops_per_example, total_peak)})
           writer.write_scalars(step, summary)
           acc.reset()
           log_start, log_start_step = time.perf_counter(), step
-        if step % config.checkpoint_every_steps == 0 or is_last or stop:
+        if step % train.checkpoint_every_steps == 0 or is_last or stop:
           if pending is not None:
             m = host(pending[1])
             _check_finite(m, step, last_saved)
@@ -346,7 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             pending = None
           ckpt.save(step, state, data_iter.get_state(), config_dict)
           last_saved = step
-        if sample_fn is not None and step % config.sample_every_steps == 0:
+        if sample_fn is not None and step % train.sample_every_steps == 0:
           grid = sample_fn(config, sampling_params(state, config.sample.params))
           writer.write_images(step, {"samples": np.asarray(grid)})
         if stop:

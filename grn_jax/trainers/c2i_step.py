@@ -1,7 +1,8 @@
 """C2I training state, optimiser and the pure train step (official recipe, GRN-SPEC §E.1).
 
 One step on a batch of clean HBQ labels:
-  keep_ratio t ~ sigmoid(N(P_mean, P_std))                     one per example (official `t`)
+  keep_ratio t ~ sigmoid(N(keep_logit_mean, keep_logit_std))   one per example (official `t`,
+                                                               P_mean, P_std)
   keep mask   ~ Bernoulli(t) per label element; the others get uniform random labels
   class label -> null class (index num_classes) with probability label_drop_prob
   loss        = cross-entropy over every label element (kept and random alike), float32
@@ -12,18 +13,15 @@ Randomness comes from fold_in(key(seed), step), so a resumed run draws the same 
 (with partitionable threefry) the same numbers on any mesh.
 """
 
-import math
 from typing import Any, Callable
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from grn_jax import hbq
-from grn_jax.models import layers
 
 NUM_KEEP_BINS = 10  # accuracy per keep-ratio decile, as the official logs
 FROZEN_PARAMS = ("pos_embed",)  # fixed sin-cos table (requires_grad=False in the official code)
@@ -31,7 +29,7 @@ FROZEN_PARAMS = ("pos_embed",)  # fixed sin-cos table (requires_grad=False in th
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step changes. `ema_params[i]` follows `config.ema_decays[i]`."""
+  """Everything a step changes. `ema_params[i]` follows `config.train.ema_decays[i]`."""
   step: jnp.ndarray                  # int32 []
   params: Any
   opt_state: Any
@@ -40,10 +38,11 @@ class TrainState:
 
 def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int | None = None) -> int:
   """Optimizer steps per epoch (drop_last, as the official DistributedSampler loop)."""
-  examples = num_examples or config.train_examples
-  steps = examples // config.global_batch_size
+  train = config.train
+  examples = num_examples or train.train_examples
+  steps = examples // train.global_batch_size
   if steps < 1:
-    raise ValueError(f"config.global_batch_size={config.global_batch_size} exceeds the "
+    raise ValueError(f"config.train.global_batch_size={train.global_batch_size} exceeds the "
                      f"{examples} training examples.")
   return steps
 
@@ -52,10 +51,10 @@ def learning_rate_fn(config: ml_collections.ConfigDict,
                      num_examples: int | None = None) -> optax.Schedule:
   """lr(step): linear warm-up from 0 over warmup_epochs, then constant or half-cosine."""
   optim = config.optim
-  peak = optim.blr * config.global_batch_size / 256
+  peak = optim.blr * config.train.global_batch_size / 256
   per_epoch = steps_per_epoch(config, num_examples)
   warmup = max(int(round(optim.warmup_epochs * per_epoch)), 0)
-  total = config.num_epochs * per_epoch
+  total = config.train.num_epochs * per_epoch
   if optim.schedule == "constant":
     after = optax.constant_schedule(peak)
   elif optim.schedule == "cosine":
@@ -92,14 +91,14 @@ def make_optimizer(config: ml_collections.ConfigDict,
                    num_examples: int | None = None) -> optax.GradientTransformation:
   """Clip(global norm) -> AdamW on trainable params; frozen params get zero updates.
 
-  `num_examples` sets the epoch length of the schedule (default config.train_examples).
+  `num_examples` sets the epoch length of the schedule (default config.train.train_examples).
   """
   optim = config.optim
   chain = []
   if optim.grad_clip_norm and optim.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(optim.grad_clip_norm))
   chain.append(optax.adamw(learning_rate_fn(config, num_examples), b1=optim.b1, b2=optim.b2,
-                           eps=optim.get("eps", 1e-8), weight_decay=optim.weight_decay,
+                           eps=optim.eps, weight_decay=optim.weight_decay,
                            mask=weight_decay_mask))
   labels = lambda params: jax.tree.map(lambda t: "train" if t else "frozen",
                                        trainable_mask(params))
@@ -163,7 +162,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, apply_fn: Ca
     apply_fn: (params, labels, keep_ratio, class_labels) -> logits float32 [B, h, w, D, K].
     tx: from `make_optimizer`.
     lr_fn: the schedule inside `tx` (reported as the `lr` metric).
-    config: the full config (model, P_mean, P_std, label_drop_prob, ema_decays).
+    config: the full config (model, corruption, train.ema_decays).
     base_key: key(config.seed); the step key is fold_in(base_key, state.step).
 
   Returns:
@@ -171,14 +170,14 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, apply_fn: Ca
     per-decile sums `bin_correct` float32 [10] (sum of per-example accuracies) and
     `bin_count` float32 [10], which the host turns into accuracies (as the official all-reduce).
   """
-  model_cfg = config.model
+  model_cfg, corruption = config.model, config.corruption
   num_label_classes = hbq.num_classes(model_cfg.hbq_rounds, model_cfg.label_mode)
   key = jax.random.fold_in(base_key, state.step)
   labels = batch["labels"]
   inputs, keep_ratio, class_labels = corrupt(
       key, labels, batch["class_labels"], num_label_classes=num_label_classes,
-      num_classes=model_cfg.num_classes, p_mean=config.P_mean, p_std=config.P_std,
-      label_drop_prob=config.label_drop_prob)
+      num_classes=model_cfg.num_classes, p_mean=corruption.keep_logit_mean,
+      p_std=corruption.keep_logit_std, label_drop_prob=corruption.label_drop_prob)
 
   def loss_fn(params):
     logits = apply_fn(params, inputs, keep_ratio, class_labels)
@@ -193,7 +192,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, apply_fn: Ca
   params = optax.apply_updates(state.params, updates)
   emas = tuple(
       jax.tree.map(lambda e, p, d=decay: d * e + (1.0 - d) * p, ema, params)
-      for ema, decay in zip(state.ema_params, config.ema_decays))
+      for ema, decay in zip(state.ema_params, config.train.ema_decays))
 
   correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
   per_example = jnp.mean(correct, axis=(1, 2, 3))
@@ -206,30 +205,3 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, apply_fn: Ca
                             ema_params=emas)
   return new_state, metrics
 
-
-def train_flops_per_example(model_cfg: ml_collections.ConfigDict) -> float:
-  """Model FLOPs of one training example (forward + backward = 3x forward matmul FLOPs).
-
-  Counts the matmuls (2 FLOPs per multiply-add): embedding, qkv/proj/SwiGLU, attention scores
-  and values, and the output layer. Per-example adaLN and embedder matmuls are left out (<1%).
-  """
-  hidden, grid = model_cfg.hidden_size, model_cfg.input_size // model_cfg.patch_size
-  tokens = grid * grid
-  classes = hbq.num_classes(model_cfg.hbq_rounds, model_cfg.label_mode)
-  dim = hbq.num_labels(model_cfg.latent_dim, model_cfg.hbq_rounds, model_cfg.label_mode)
-  in_ch = classes * dim * model_cfg.patch_size**2
-  mlp = layers.swiglu_hidden(hidden, model_cfg.mlp_ratio)
-  macs = tokens * (in_ch * model_cfg.bottleneck_dim + model_cfg.bottleneck_dim * hidden
-                   + hidden * in_ch)
-  for i in range(model_cfg.depth):
-    n = tokens + (model_cfg.in_context_len if (model_cfg.in_context_len > 0 and
-                                               i >= model_cfg.in_context_start) else 0)
-    macs += n * (4 * hidden * hidden + 3 * hidden * mlp) + 2 * n * n * hidden
-  return 3.0 * 2.0 * macs
-
-
-def mfu(examples_per_second: float, model_cfg, peak_flops: float) -> float:
-  """Model FLOP utilisation; `peak_flops` is the total peak of the devices used."""
-  if peak_flops <= 0 or not math.isfinite(examples_per_second):
-    return float("nan")
-  return examples_per_second * train_flops_per_example(model_cfg) / peak_flops

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from grn_jax import config_check
 from grn_jax import hbq
 from grn_jax.models import build_tokenizer
 
@@ -38,9 +39,7 @@ class TokenizerState:
 
 def validate_train_config(cfg: ml_collections.ConfigDict, num_images: int) -> None:
   """config.tokenizer_train: fails naming the field."""
-  missing = [f for f in TRAIN_FIELDS if f not in cfg]
-  if missing:
-    raise ValueError(f"config.tokenizer_train lacks fields {missing}.")
+  config_check.check_fields(cfg, "tokenizer_train", TRAIN_FIELDS)
   if cfg.steps < 1 or cfg.batch_size < 1:
     raise ValueError(f"config.tokenizer_train.steps and batch_size must be >= 1, got "
                      f"{cfg.steps} and {cfg.batch_size}.")
@@ -108,7 +107,7 @@ def make_train_step(module, cfg: ml_collections.ConfigDict, rounds: int, tx):
         state.params, batch, quantize_mask)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(loss=loss, l1=l1, l2=l2, grad_norm=optax.global_norm(grads))
+    metrics = dict(loss=loss, l1=l1, l2=l2, grad_norm=optax.tree.norm(grads))
     return TokenizerState(state.step + 1, params, opt_state), metrics
 
   return step
@@ -160,40 +159,3 @@ def train_tokenizer(config: ml_collections.ConfigDict, images: np.ndarray,
   bar.close()
   return jax.device_get(state.params), last
 
-
-def make_encode_fn(config: ml_collections.ConfigDict, module=None):
-  """jit((params, images float [B, H, W, 3] in [-1, 1]) -> HBQ labels int32 [B, h, w, D])."""
-  module = module or build_tokenizer(config.tokenizer)
-  rounds, mode = config.model.hbq_rounds, config.model.label_mode
-
-  @jax.jit
-  def encode(params, images):
-    latents = module.apply({"params": params}, images.astype(jnp.float32), method="encode")
-    return hbq.quantize(latents, rounds, mode)
-
-  return encode
-
-
-def make_decode_fn(config: ml_collections.ConfigDict, module=None):
-  """jit((params, labels int32 [B, h, w, D]) -> images float32 [B, H, W, 3] in about [-1, 1])."""
-  module = module or build_tokenizer(config.tokenizer)
-  rounds, mode = config.model.hbq_rounds, config.model.label_mode
-
-  @jax.jit
-  def decode(params, labels):
-    latents = hbq.dequantize(labels, rounds, mode)
-    return module.apply({"params": params}, latents, method="decode").astype(jnp.float32)
-
-  return decode
-
-
-def batched(fn: Callable, params, array: np.ndarray, batch_size: int) -> np.ndarray:
-  """Applies fn(params, batch) over array in fixed-size batches (the last one padded)."""
-  n = len(array)
-  if n == 0:
-    raise ValueError("batched() needs a non-empty array.")
-  pad = (-n) % batch_size
-  padded = np.concatenate([array, np.repeat(array[-1:], pad, axis=0)]) if pad else array
-  out = [np.asarray(fn(params, padded[i:i + batch_size]))
-         for i in range(0, len(padded), batch_size)]
-  return np.concatenate(out)[:n]

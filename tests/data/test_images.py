@@ -1,0 +1,29 @@
+"""Image helpers: the ADM center crop, decode errors."""
+
+import numpy as np
+import pytest
+
+from grn_jax.data import images as images_lib
+from grn_jax.data import transforms
+
+
+def test_adm_center_crop_values():
+  ramp = np.tile((np.arange(768) // 3).astype(np.uint8)[None, :, None], (512, 1, 3))
+  out = transforms.center_crop_adm(ramp, 256)
+  assert out.shape == (256, 256, 3)
+  # Short side 512 = 2 * 256: one BOX halving (pairs averaged), scale 1, centre columns.
+  cols = ramp[0, :, 0].astype(np.float64).reshape(-1, 2).mean(axis=1)[64:320]
+  assert np.abs(out[100, :, 0] - cols).max() <= 1
+  small = np.full((40, 60, 3), 77, np.uint8)
+  np.testing.assert_array_equal(transforms.center_crop_adm(small, 64), 77)
+
+
+def test_center_crop_adm_known_values():
+  # A 2x-too-large gradient: one BOX halving, then identity BICUBIC; centre crop.
+  img = np.tile(np.arange(128, dtype=np.uint8)[None, :, None], (64, 1, 3))
+  out = images_lib.center_crop_adm(img, 32)
+  assert out.shape == (32, 32, 3)
+  halved = img.reshape(32, 2, 64, 2, 3).mean(axis=(1, 3))
+  np.testing.assert_allclose(out, np.round(halved[:, 16:48]), atol=1)
+  with pytest.raises(images_lib.ImageDecodeError):
+    images_lib.decode_image(b"\x89PNG\r\n\x1a\n garbage", "x.png")

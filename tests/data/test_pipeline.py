@@ -1,0 +1,116 @@
+"""Input pipeline: determinism, per-process rows, iterator state, image folders."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import c2i as c2i_configs
+from grn_jax import sharding
+from grn_jax.data import pipeline
+from grn_jax.data import sources
+from grn_jax.data import transforms
+
+
+def _config(**train_overrides):
+  config = c2i_configs.get_config("variant=tiny")
+  config.train.update(train_overrides)
+  return config
+
+
+def _index_dataset(n=64):
+  """Labels that encode the example index (labels[0, 0, 0] = i % 16, class = i // 16 % 10)."""
+  labels = np.zeros((n, 4, 4, 4), np.int32)
+  labels[:, 0, 0, 0] = np.arange(n) % 16
+  labels[:, 0, 0, 1] = np.arange(n) // 16
+  return labels, (np.arange(n) % 10).astype(np.int32)
+
+
+def _ids(batch):
+  return batch["labels"][:, 0, 0, 0] + 16 * batch["labels"][:, 0, 0, 1]
+
+
+def test_arrays_epochs_are_permutations_and_reshuffled():
+  config = _config(global_batch_size=8)
+  config.data.source = "arrays"
+  it = pipeline.build_train_iterator(config, _index_dataset(), rows=(0, 8))
+  epoch1 = np.concatenate([_ids(next(it)) for _ in range(8)])
+  epoch2 = np.concatenate([_ids(next(it)) for _ in range(8)])
+  np.testing.assert_array_equal(np.sort(epoch1), np.arange(64))
+  np.testing.assert_array_equal(np.sort(epoch2), np.arange(64))
+  assert not np.array_equal(epoch1, epoch2) and not np.array_equal(epoch1, np.arange(64))
+
+
+def test_process_rows_assemble_the_global_batch_and_state_restores():
+  config = _config(global_batch_size=8)
+  config.data.source = "arrays"
+  data = _index_dataset()
+  whole = pipeline.build_train_iterator(config, data, rows=(0, 8))
+  first = pipeline.build_train_iterator(config, data, rows=(0, 4))
+  second = pipeline.build_train_iterator(config, data, rows=(4, 8))
+  for _ in range(10):  # crosses an epoch boundary
+    got = np.concatenate([_ids(next(first)), _ids(next(second))])
+    np.testing.assert_array_equal(got, _ids(next(whole)))
+  state = first.get_state()
+  expected = [_ids(next(first)) for _ in range(3)]
+  again = pipeline.build_train_iterator(config, data, rows=(0, 4))
+  again.set_state(state)
+  for want in expected:
+    np.testing.assert_array_equal(_ids(next(again)), want)
+
+
+def test_process_rows_from_sharding_on_one_process():
+  mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1))
+  assert pipeline.process_rows(16, sharding.batch_sharding(mesh, 1)) == (0, 16)
+  assert pipeline.process_rows(16) == (0, 16)
+
+
+def test_bad_inputs_raise():
+  config = _config()
+  config.data.source = "arrays"
+  labels, classes = _index_dataset()
+  bad = labels.copy()
+  bad[:, 1, 1, 1] = 16
+  it = pipeline.build_train_iterator(config, (bad, classes), rows=(0, 8))
+  with pytest.raises(ValueError, match=r"HBQ labels must lie in \[0, 16\)"):
+    next(it)
+  with pytest.raises(ValueError, match="class labels must lie"):
+    next(pipeline.build_train_iterator(config, (labels, classes + 10), rows=(0, 8)))
+  with pytest.raises(ValueError, match="dataset must be"):
+    sources.ArrayLabelSource(labels[:, 0], classes)
+  config.data.update(source="folder", data_dir="/nonexistent", image_size=128)
+  with pytest.raises(ValueError, match="must be 16"):
+    pipeline.validate_data_config(config)
+  config.data.source = "webdataset"
+  with pytest.raises(ValueError, match="config.data.source"):
+    pipeline.validate_data_config(config)
+
+
+def test_image_folder_pipeline(tmp_path):
+  rng = np.random.default_rng(0)
+  for name, n in (("b_second", 5), ("a_first", 11)):
+    (tmp_path / name).mkdir()
+    for i in range(n):
+      image = rng.integers(0, 255, (70 + i, 90, 3), dtype=np.uint8)
+      Image.fromarray(image).save(tmp_path / name / f"{i}.png")
+  (tmp_path / "a_first" / "notes.txt").write_text("not an image")
+  src = sources.ImageFolderSource(str(tmp_path))
+  assert src.classes == ["a_first", "b_second"] and len(src) == 16
+  assert src[0]["class_labels"] == 0 and src[15]["class_labels"] == 1
+  config = _config(global_batch_size=16)
+  config.data.update(source="folder", data_dir=str(tmp_path))
+  batch = next(pipeline.build_train_iterator(config, rows=(0, 16)))
+  again = next(pipeline.build_train_iterator(config, rows=(0, 16)))
+  np.testing.assert_array_equal(batch["image"], again["image"])
+  assert batch["image"].shape == (16, 64, 64, 3) and batch["image"].dtype == np.uint8
+  crops = {tuple(transforms.center_crop_adm(src[i]["image"], 64)[0, :4, 0]): i
+           for i in range(16)}
+  flips = 0
+  for image in batch["image"]:
+    key = tuple(image[0, :4, 0])
+    if key not in crops:  # flipped: the mirror of some crop
+      key = tuple(image[0, ::-1][:4, 0])
+      flips += 1
+    assert key in crops
+  assert 0 < flips < 16
+  with pytest.raises(FileNotFoundError, match="class sub-folders"):
+    sources.ImageFolderSource(str(tmp_path / "a_first" / "notes.txt"))

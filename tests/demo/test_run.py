@@ -1,0 +1,54 @@
+"""The whole digits demo at test size (configs/demo.py:size=test, a few steps per stage)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from configs import demo as demo_configs
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+  from grn_jax.demo import run as demo_run_module
+  workdir = str(tmp_path_factory.mktemp("demo"))
+  config = demo_configs.get_config("size=test")
+  config.mesh.update(data=1)     # one of the 8 fake CPU devices
+  config.demo.evaluate = True
+  summary = demo_run_module.run_demo(config, workdir)
+  return config, workdir, summary
+
+
+def test_demo_writes_samples_grid_and_animation(demo_run):
+  config, workdir, summary = demo_run
+  per_class = config.sample.per_class
+  with np.load(os.path.join(workdir, "samples.npz")) as data:
+    images, labels = data["images"], data["labels"]
+  size = config.data.image_size
+  assert images.dtype == np.uint8 and images.shape == (10 * per_class, size, size, 3)
+  np.testing.assert_array_equal(labels, np.repeat(np.arange(10), per_class))
+  with np.load(os.path.join(workdir, "samples_adaptive.npz")) as data:
+    assert data["images"].shape == images.shape
+  from PIL import Image
+  grid = Image.open(os.path.join(workdir, "grid.png"))
+  cols = config.demo.grid_per_class
+  assert grid.size == (cols * (2 * size + 2) + 2, 10 * (2 * size + 2) + 2)
+  gif = Image.open(os.path.join(workdir, "refinement.gif"))
+  assert gif.n_frames == config.sample.num_steps + 1
+  for name in ("tokenizer", "grn_params", "checkpoints", "digits_labels.npz",
+               "evaluation.json", "summary.json", "refinement.png"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert set(summary["evaluation"]) == {"reconstructions", "fixed", "adaptive"}
+  assert 0.0 <= summary["evaluation"]["fixed"]["accuracy"] <= 1.0
+
+
+def test_demo_resumes_from_its_workdir(demo_run):
+  from grn_jax.demo import run as demo_run_module
+  config, workdir, summary = demo_run
+  with np.load(os.path.join(workdir, "digits_labels.npz")) as data:
+    labels = data["labels"]
+  again = demo_run_module.run_demo(config, workdir)
+  with np.load(os.path.join(workdir, "digits_labels.npz")) as data:
+    np.testing.assert_array_equal(data["labels"], labels)   # same tokenizer, not retrained
+  assert again["tokenizer_metrics"] is None
+  assert again["reconstruction_psnr_db"] == pytest.approx(summary["reconstruction_psnr_db"])
