@@ -1,5 +1,8 @@
 r"""Jitted C2I forward time and memory (random weights), optionally next to the official model.
 
+Times the sampler's model call, grn_jax.sampling.c2i.ModelApply (`apply_fn(params, labels,
+keep_ratio, class_labels)`), at one batch.
+
   python -m grn_jax.benchmarks.forward --variant=B --batch=8 [--dtype=float32]
   python -m grn_jax.benchmarks.forward --official=/path/to/MGenAI/GRN   # also time PyTorch eager
 
@@ -22,6 +25,7 @@ from grn_jax import flops
 from grn_jax import hbq
 from grn_jax.benchmarks import official
 from grn_jax.models import build_c2i
+from grn_jax.sampling import c2i
 
 FLAGS = flags.FLAGS
 
@@ -61,12 +65,12 @@ def time_ours(cfg, batch: int, repeats: int):
   params = jax.tree.unflatten(treedef, [
       x + 0.02 * jax.random.normal(k_, x.shape) if not bool(jnp.any(x)) else x
       for x, k_ in zip(leaves, keys)])
-  fwd = jax.jit(model.apply)
+  fwd = jax.jit(c2i.ModelApply(model))
   start = time.perf_counter()
-  compiled = fwd.lower(params, labels, t, y).compile()
+  compiled = fwd.lower(params["params"], labels, t, y).compile()
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
-  step = lambda: fwd(params, labels, t, y).block_until_ready()
+  step = lambda: fwd(params["params"], labels, t, y).block_until_ready()
   seconds = _timeit(step, repeats)
   temp = getattr(mem, "temp_size_in_bytes", 0) if mem is not None else 0
   args = getattr(mem, "argument_size_in_bytes", 0) if mem is not None else 0
@@ -106,7 +110,7 @@ def main(argv):
   delta = None
   if FLAGS.official:
     off_s, off_out = time_official(FLAGS.official, cfg, params, inputs, FLAGS.repeats)
-    ours = np.asarray(jax.jit(build_c2i(cfg).apply)(params, *inputs))
+    ours = np.asarray(jax.jit(c2i.ModelApply(build_c2i(cfg)))(params["params"], *inputs))
     delta = float(np.abs(ours - off_out).max())
     rows.append(("official PyTorch (eager)", off_s, batch_flops / off_s / 1e9))
   peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -34,7 +34,7 @@ from grn_jax import checkpointing
 from grn_jax import hbq
 from grn_jax.benchmarks import official
 from grn_jax.models import build_c2i
-from grn_jax.sampling import api
+from grn_jax.sampling import c2i
 from grn_jax.sampling import refine
 
 FLAGS = flags.FLAGS
@@ -58,7 +58,7 @@ def random_params(config, seed: int = 0):
   """Random GRN params (std 0.02) from the abstract init, without compiling init."""
   cfg = config.model
   module = build_c2i(cfg)
-  d = api.spec_from_config(config).label_shape[-1]
+  d = c2i.spec_from_config(config).label_shape[-1]
   x = (jnp.zeros((1, cfg.input_size, cfg.input_size, d), jnp.int32), jnp.zeros((1,)),
        jnp.zeros((1,), jnp.int32))
   abstract = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), *x)["params"])
@@ -80,19 +80,21 @@ def _time(fn, repeats: int) -> tuple[float, object]:
 
 
 def time_sampler(config, params, classes, key, adaptive: bool, settings, repeats: int):
-  spec = api.spec_from_config(config, adaptive=adaptive)
-  sampler = refine.jitted_sampler(api.model_apply(config), spec)
+  spec = c2i.spec_from_config(config, adaptive=adaptive)
+  sampler = refine.jitted_sampler(c2i.model_apply(config), spec)
+  uncond = c2i.null_labels(classes, config.model.num_classes)
+  keys = refine.row_keys(key, classes.shape[0])
   start = time.perf_counter()
-  compiled = sampler.lower(params, classes, key, settings).compile()
+  compiled = sampler.lower(params, classes, uncond, keys, settings).compile()
   compile_s = time.perf_counter() - start
-  seconds, out = _time(lambda: compiled(params, classes, key, settings), repeats)
+  seconds, out = _time(lambda: compiled(params, classes, uncond, keys, settings), repeats)
   return seconds, compile_s, jax.device_get(out)
 
 
 def time_forwards(config, params, classes, repeats: int = 3) -> tuple[float, float]:
   """Seconds of one bare jitted forward at batch B and at 2B."""
-  apply_fn = api.model_apply(config)
-  d = api.spec_from_config(config).label_shape[-1]
+  apply_fn = c2i.model_apply(config)
+  d = c2i.spec_from_config(config).label_shape[-1]
   size = config.model.input_size
   out = []
   for b in (classes.shape[0], 2 * classes.shape[0]):
@@ -112,7 +114,7 @@ def time_official(repo: str, config, params, batch: int, steps: int, variant: st
   from grn_jax.convert.c2i import c2i_params_to_torch  # pylint: disable=g-import-not-at-top
   cfg, sample = config.model, config.sample
   k = hbq.num_classes(cfg.hbq_rounds, cfg.label_mode)
-  d = api.spec_from_config(config).label_shape[-1]
+  d = c2i.spec_from_config(config).label_shape[-1]
   low, high = sample.cfg_interval
   args = types.SimpleNamespace(
       model=f"GRN_{variant}", img_size=16 * cfg.input_size, in_channels=k * d,
@@ -147,7 +149,7 @@ def run_benchmark(variant: str = "B", batch: int = 8, dtype: str = "float32",
   params = jax.device_put(restore if restore is not None else random_params(config))
   classes = jnp.arange(batch, dtype=jnp.int32) % config.model.num_classes
   key = jax.random.key(0)
-  settings = api.settings_from_config(config.sample).as_arrays()
+  settings = c2i.settings_from_config(config.sample).as_arrays()
   log(f"GRN-{variant}, batch {batch}, {dtype}, {jax.devices()[0].platform}, cfg "
       f"{config.sample.cfg_scale} interval {tuple(config.sample.cfg_interval)}, tau "
       f"{config.sample.temperature}")

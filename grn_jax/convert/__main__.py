@@ -6,6 +6,9 @@ r"""Converts a released PyTorch checkpoint into an Orbax params checkpoint.
   python -m grn_jax.convert --kind=tokenizer \
       --src=hf://bytedance-research/GRN/HBQ_image_tokenizer_16dim_M4.ckpt \
       --dst=/tmp/hbq16 --config=configs/c2i.py:variant=B
+  python -m grn_jax.convert --kind=t2iv --src=hf://bytedance-research/GRN/GRN_T2I_2B.pth \
+      --dst=/tmp/grn_t2i_2b --config=configs/t2iv.py:variant=2B,task=t2i
+      (GRN_T2V_2B.pth with task=t2v)
   python -m grn_jax.convert --kind=umt5 --src=hf://bytedance-research/GRN/umt5-xxl \
       --dst=/tmp/umt5-xxl-jax --config=configs/umt5.py:variant=xxl
 
@@ -30,7 +33,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config whose model/tokenizer/text_encoder "
                                 "section matches the checkpoint.", lock_config=True)
-flags.DEFINE_enum("kind", None, ["c2i", "tokenizer", "umt5"], "What the file holds.")
+flags.DEFINE_enum("kind", None, ["c2i", "tokenizer", "t2iv", "umt5"], "What the file holds.")
 flags.DEFINE_string("src", None, "Local .pth/.ckpt path or hf://ORG/REPO/FILE (umt5: also a "
                     "folder, hf://ORG/REPO/FOLDER).")
 flags.DEFINE_string("dst", None, "Output directory (an Orbax checkpoint of {'params': ...}).")
@@ -54,6 +57,9 @@ def convert(kind: str, src: str, dst: str, config, entry: str | None = None,
   if kind == "c2i":
     from grn_jax.convert.c2i import c2i_params_from_torch  # pylint: disable=g-import-not-at-top
     params = c2i_params_from_torch(state_dict, config.model)
+  elif kind == "t2iv":
+    from grn_jax.convert.t2iv import t2iv_params_from_torch  # pylint: disable=g-import-not-at-top
+    params = t2iv_params_from_torch(state_dict, config.model)
   else:
     from grn_jax.convert.tokenizer import tokenizer_params_from_torch  # pylint: disable=g-import-not-at-top
     params = tokenizer_params_from_torch(state_dict, config.tokenizer)

@@ -6,55 +6,30 @@ out]), keeping the official channel orders (qkv = [q|k|v] then heads, w12 = [gat
 chunks, final linear index k*D + j).
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
-import flax.linen as nn
-import jax
 import ml_collections
 import numpy as np
 
 from grn_jax import hbq
 from grn_jax.convert import common
+from grn_jax.convert.common import Entry, identity, linear
 from grn_jax.models import grn_c2i, layers
-
-
-class Entry(NamedTuple):
-  torch_key: str
-  torch_shape: tuple[int, ...]
-  path: tuple[str, ...]
-  to_flax: Callable[[np.ndarray], np.ndarray]
-  to_torch: Callable[[np.ndarray], np.ndarray]
-
-
-def _linear(key, path, n_in, out_shape, in_shape=None):
-  """Linear [out, in] <-> kernel [*in_shape, *out_shape], bias [*out_shape]."""
-  in_shape = tuple(in_shape or (n_in,))
-  n_out = int(np.prod(out_shape))
-  w = Entry(f"{key}.weight", (n_out, n_in), path + ("kernel",),
-            lambda a: a.T.reshape(*in_shape, *out_shape),
-            lambda a: a.reshape(n_in, n_out).T)
-  b = Entry(f"{key}.bias", (n_out,), path + ("bias",),
-            lambda a: a.reshape(out_shape), lambda a: a.reshape(n_out))
-  return [w, b]
-
-
-def _identity(key, shape, path):
-  return Entry(key, tuple(shape), path, lambda a: a, lambda a: a)
 
 
 def _block_entries(prefix: str, path: tuple[str, ...], hidden: int, heads: int, mlp: int):
   hd = hidden // heads
   return [
-      *_linear(f"{prefix}.adaLN_modulation.1", path + ("adaLN_modulation",), hidden, (6, hidden)),
-      _identity(f"{prefix}.norm1.weight", (hidden,), path + ("norm1", "weight")),
-      _identity(f"{prefix}.norm2.weight", (hidden,), path + ("norm2", "weight")),
-      *_linear(f"{prefix}.attn.qkv", path + ("attn", "qkv"), hidden, (3, heads, hd)),
-      _identity(f"{prefix}.attn.q_norm.weight", (hd,), path + ("attn", "q_norm", "weight")),
-      _identity(f"{prefix}.attn.k_norm.weight", (hd,), path + ("attn", "k_norm", "weight")),
-      *_linear(f"{prefix}.attn.proj", path + ("attn", "proj"), hidden, (hidden,),
-               in_shape=(heads, hd)),
-      *_linear(f"{prefix}.mlp.w12", path + ("mlp", "w12"), hidden, (2, mlp)),
-      *_linear(f"{prefix}.mlp.w3", path + ("mlp", "w3"), mlp, (hidden,)),
+      *linear(f"{prefix}.adaLN_modulation.1", path + ("adaLN_modulation",), hidden, (6, hidden)),
+      identity(f"{prefix}.norm1.weight", (hidden,), path + ("norm1", "weight")),
+      identity(f"{prefix}.norm2.weight", (hidden,), path + ("norm2", "weight")),
+      *linear(f"{prefix}.attn.qkv", path + ("attn", "qkv"), hidden, (3, heads, hd)),
+      identity(f"{prefix}.attn.q_norm.weight", (hd,), path + ("attn", "q_norm", "weight")),
+      identity(f"{prefix}.attn.k_norm.weight", (hd,), path + ("attn", "k_norm", "weight")),
+      *linear(f"{prefix}.attn.proj", path + ("attn", "proj"), hidden, (hidden,),
+              in_shape=(heads, hd)),
+      *linear(f"{prefix}.mlp.w12", path + ("mlp", "w12"), hidden, (2, mlp)),
+      *linear(f"{prefix}.mlp.w3", path + ("mlp", "w3"), mlp, (hidden,)),
   ]
 
 
@@ -67,46 +42,29 @@ def _key_table(cfg: ml_collections.ConfigDict) -> list[Entry]:
   tokens = (cfg.input_size // p) ** 2
   mlp = layers.swiglu_hidden(hidden, cfg.mlp_ratio)
   table = [
-      *_linear("t_embedder.mlp.0", ("t_embedder", "mlp_0"), 256, (hidden,)),
-      *_linear("t_embedder.mlp.2", ("t_embedder", "mlp_2"), hidden, (hidden,)),
-      _identity("y_embedder.embedding_table.weight", (cfg.num_classes + 1, hidden),
-                ("y_embedder_table",)),
+      *linear("t_embedder.mlp.0", ("t_embedder", "mlp_0"), 256, (hidden,)),
+      *linear("t_embedder.mlp.2", ("t_embedder", "mlp_2"), hidden, (hidden,)),
+      identity("y_embedder.embedding_table.weight", (cfg.num_classes + 1, hidden),
+               ("y_embedder_table",)),
       Entry("x_embedder.proj1.weight", (bott, in_ch, p, p), ("x_embedder_proj1", "kernel"),
             lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1)),
       Entry("x_embedder.proj2.weight", (hidden, bott, 1, 1), ("x_embedder_proj2", "kernel"),
             lambda a: a[:, :, 0, 0].T, lambda a: a.T[:, :, None, None]),
-      _identity("x_embedder.proj2.bias", (hidden,), ("x_embedder_proj2", "bias")),
-      _identity("pos_embed", (1, tokens, hidden), ("pos_embed",)),
-      *_linear("final_layer.adaLN_modulation.1", ("final_adaLN_modulation",), hidden,
-               (2, hidden)),
-      _identity("final_layer.norm_final.weight", (hidden,), ("final_norm", "weight")),
-      *_linear("final_layer.linear", ("final_linear",), hidden, (p, p, classes, dim)),
+      identity("x_embedder.proj2.bias", (hidden,), ("x_embedder_proj2", "bias")),
+      identity("pos_embed", (1, tokens, hidden), ("pos_embed",)),
+      *linear("final_layer.adaLN_modulation.1", ("final_adaLN_modulation",), hidden,
+              (2, hidden)),
+      identity("final_layer.norm_final.weight", (hidden,), ("final_norm", "weight")),
+      *linear("final_layer.linear", ("final_linear",), hidden, (p, p, classes, dim)),
   ]
   start = cfg.in_context_start if cfg.in_context_len > 0 else cfg.depth
   if cfg.in_context_len > 0:
-    table.append(_identity("in_context_posemb", (1, cfg.in_context_len, hidden),
-                           ("in_context_posemb",)))
+    table.append(identity("in_context_posemb", (1, cfg.in_context_len, hidden),
+                          ("in_context_posemb",)))
   for i in range(cfg.depth):
     path = ("blocks_pre", f"block_{i}") if i < start else ("blocks_post", f"block_{i - start}")
     table += _block_entries(f"blocks.{i}", path, hidden, heads, mlp)
   return table
-
-
-def _stack_blocks(params: dict, stack: str) -> None:
-  blocks = params.get(stack)
-  if blocks is None:
-    return
-  ordered = [blocks[f"block_{i}"] for i in range(len(blocks))]
-  params[stack] = {"layers": jax.tree.map(lambda *xs: np.stack(xs), *ordered)}
-
-
-def _unstack_blocks(params: dict, stack: str) -> None:
-  blocks = params.get(stack)
-  if blocks is None or "layers" not in blocks:
-    return
-  count = len(jax.tree.leaves(blocks["layers"])[0])
-  params[stack] = {f"block_{i}": jax.tree.map(lambda a, i=i: np.asarray(a[i]), blocks["layers"])
-                   for i in range(count)}
 
 
 def c2i_params_from_torch(state_dict: dict[str, Any],
@@ -116,31 +74,19 @@ def c2i_params_from_torch(state_dict: dict[str, Any],
   Raises CheckpointMismatchError listing every missing, unexpected and mis-shaped key.
   """
   grn_c2i.validate_model_config(model_config)
-  mapper = common.KeyMapper(common.strip_prefix(state_dict, "net."),
-                            context=f"C2I {model_config.name}, "
-                                    f"label_mode={model_config.label_mode}")
-  params: dict = {}
-  for entry in _key_table(model_config):
-    value = mapper.take(entry.torch_key, entry.torch_shape, entry.to_flax)
-    if value is not None:
-      common.set_in(params, entry.path, np.ascontiguousarray(value, np.float32))
-  mapper.finish()
+  params = common.params_from_table(
+      common.strip_prefix(state_dict, "net."), _key_table(model_config),
+      context=f"C2I {model_config.name}, label_mode={model_config.label_mode}")
   if model_config.scan_layers:
     for stack in ("blocks_pre", "blocks_post"):
-      _stack_blocks(params, stack)
+      common.stack_blocks(params, stack)
   return params
 
 
 def c2i_params_to_torch(params: dict, model_config: ml_collections.ConfigDict,
                         prefix: str = "net.") -> dict[str, np.ndarray]:
   """GRNC2I params -> official state dict (for exporting, and round-trip tests)."""
-  params = jax.tree.map(np.asarray, dict(nn.unbox(params)))
+  params = common.unboxed_numpy(params)
   for stack in ("blocks_pre", "blocks_post"):
-    _unstack_blocks(params, stack)
-  out = {}
-  for entry in _key_table(model_config):
-    node = params
-    for name in entry.path:
-      node = node[name]
-    out[prefix + entry.torch_key] = np.ascontiguousarray(entry.to_torch(np.asarray(node)))
-  return out
+    common.unstack_blocks(params, stack)
+  return common.params_to_table(params, _key_table(model_config), prefix)

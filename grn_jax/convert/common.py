@@ -5,8 +5,10 @@ imported only here, only when a .pth/.ckpt file is read or fetched.
 """
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
+import flax.linen as nn
+import jax
 import numpy as np
 
 HF_PREFIX = "hf://"
@@ -77,7 +79,8 @@ def load_torch_checkpoint(path: str, entry: str | None = None, trust_pickle: boo
       itself when it is a flat state dict.
     trust_pickle: the C2I file pickles an argparse Namespace, so it can only be read with a full
       (unsafe) unpickle. Only pass True for files you trust.
-    kind: 'c2i' or 'tokenizer' restricts the default entries to that kind of file.
+    kind: 'c2i' or 'tokenizer' restricts the default entries to that kind of file; 't2iv'
+      files are flat state dicts.
   """
   torch = _import_torch()
   local = resolve_path(path)
@@ -98,7 +101,7 @@ def _pick_entry(ckpt: Any, entry: str | None, kind: str | None, path: str):
   if not isinstance(ckpt, dict):
     raise ValueError(f"{path!r} holds a {type(ckpt).__name__}, not a state dict.")
   if entry is None:
-    candidates = {"c2i": C2I_ENTRIES, "tokenizer": TOKENIZER_ENTRIES}.get(
+    candidates = {"c2i": C2I_ENTRIES, "tokenizer": TOKENIZER_ENTRIES, "t2iv": ()}.get(
         kind, C2I_ENTRIES[:1] + TOKENIZER_ENTRIES)
     entry = next((c for c in candidates if c in ckpt), None)
   if entry is not None:
@@ -138,7 +141,10 @@ class KeyMapper:
       self.missing.append(full)
       return None
     self.used.add(full)
-    value = np.asarray(self.state_dict[full], self.dtype)
+    value = self.state_dict[full]
+    if hasattr(value, "detach") and np.dtype(self.dtype) == np.float32:
+      value = value.detach().cpu().float().numpy()  # a torch tensor of any dtype, maybe with grad
+    value = np.asarray(value, self.dtype)
     if tuple(value.shape) != tuple(shape):
       self.misshaped.append((full, value.shape, shape))
       return None
@@ -161,3 +167,79 @@ def set_in(tree: dict, path: tuple[str, ...], value) -> None:
   for name in path[:-1]:
     tree = tree.setdefault(name, {})
   tree[path[-1]] = value
+
+
+class Entry(NamedTuple):
+  """One official tensor: its key and PyTorch shape, our parameter path, both layout changes."""
+  torch_key: str
+  torch_shape: tuple[int, ...]
+  path: tuple[str, ...]
+  to_flax: Callable[[np.ndarray], np.ndarray]
+  to_torch: Callable[[np.ndarray], np.ndarray]
+
+
+def linear(key: str, path: tuple[str, ...], n_in: int, out_shape: Sequence[int],
+           in_shape: Sequence[int] | None = None, bias: bool = True) -> list[Entry]:
+  """Linear [out, in] <-> kernel [*in_shape, *out_shape] (and bias [*out_shape])."""
+  in_shape, out_shape = tuple(in_shape or (n_in,)), tuple(out_shape)
+  n_out = int(np.prod(out_shape))
+  entries = [Entry(f"{key}.weight", (n_out, n_in), path + ("kernel",),
+                   lambda a: a.T.reshape(*in_shape, *out_shape),
+                   lambda a: a.reshape(n_in, n_out).T)]
+  if bias:
+    entries.append(Entry(f"{key}.bias", (n_out,), path + ("bias",),
+                         lambda a: a.reshape(out_shape), lambda a: a.reshape(n_out)))
+  return entries
+
+
+def identity(key: str, shape: Sequence[int], path: tuple[str, ...]) -> Entry:
+  return Entry(key, tuple(shape), path, lambda a: a, lambda a: a)
+
+
+def params_from_table(state_dict: dict[str, Any], table: Sequence[Entry],
+                      context: str = "") -> dict:
+  """Our nested params (numpy float32) from a state dict; one error lists every problem."""
+  mapper = KeyMapper(state_dict, context=context)
+  params: dict = {}
+  for entry in table:
+    value = mapper.take(entry.torch_key, entry.torch_shape, entry.to_flax)
+    if value is not None:
+      set_in(params, entry.path, np.ascontiguousarray(value, np.float32))
+  mapper.finish()
+  return params
+
+
+def params_to_table(params: dict, table: Sequence[Entry],
+                    prefix: str = "") -> dict[str, np.ndarray]:
+  """The inverse of `params_from_table` (unstacked params) -> {prefix + key: array}."""
+  out = {}
+  for entry in table:
+    node = params
+    for name in entry.path:
+      node = node[name]
+    out[prefix + entry.torch_key] = np.ascontiguousarray(entry.to_torch(np.asarray(node)))
+  return out
+
+
+def unboxed_numpy(params: dict) -> dict:
+  """A (possibly boxed, device) params tree as a mutable dict of numpy arrays."""
+  return jax.tree.map(np.asarray, dict(nn.unbox(params)))
+
+
+def stack_blocks(params: dict, stack: str) -> None:
+  """params[stack] = {block_0, block_1, ...} -> {'layers': leaves stacked} (nn.scan layout)."""
+  blocks = params.get(stack)
+  if blocks is None:
+    return
+  ordered = [blocks[f"block_{i}"] for i in range(len(blocks))]
+  params[stack] = {"layers": jax.tree.map(lambda *xs: np.stack(xs), *ordered)}
+
+
+def unstack_blocks(params: dict, stack: str) -> None:
+  """The inverse of `stack_blocks` (no-op for unstacked params)."""
+  blocks = params.get(stack)
+  if blocks is None or "layers" not in blocks:
+    return
+  count = len(jax.tree.leaves(blocks["layers"])[0])
+  params[stack] = {f"block_{i}": jax.tree.map(lambda a, i=i: np.asarray(a[i]), blocks["layers"])
+                   for i in range(count)}

@@ -7,17 +7,20 @@
   4. GRN        the C2I task of the training loop on the in-memory labels
                 -> workdir/checkpoints; the sampling params (config.sample.params) also go to
                 workdir/grn_params
-  5. samples    default sampler settings: workdir/samples.npz (images uint8 [N, H, W, 3],
-                labels int32 [N], per_class per class), grid.png (rows = classes),
-                refinement.gif + refinement.png; with demo.compare_adaptive also
-                samples_adaptive.npz (entropy-adaptive steps)
+  5. samples    default sampler settings, through grn_jax.sampling.generate (the PNGs in
+                workdir/samples/) -> workdir/samples.npz (images uint8 [N, H, W, 3], labels,
+                steps, nfe int32 [N], entropy float32 [N], per_class per class), grid.png
+                (rows = classes), refinement.gif + refinement.png (grn_jax.sampling.animate);
+                with demo.compare_adaptive also samples_adaptive.npz (entropy-adaptive steps)
   6. evaluation digits-classifier accuracy and Frechet distance -> workdir/evaluation.json
 
-Every stage reuses what an earlier run left in the workdir, so an interrupted demo resumes.
+Every stage up to the GRN reuses what an earlier run left in the workdir, so an interrupted
+demo resumes; the samples are drawn anew by every run (they depend on config.sample).
 """
 
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -28,10 +31,14 @@ import numpy as np
 from grn_jax import checkpointing
 from grn_jax import config_check
 from grn_jax import models
+from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.demo import digits
 from grn_jax.demo import images as image_files
 from grn_jax.demo import train as demo_train
+from grn_jax.sampling import animate
+from grn_jax.sampling import c2i as c2i_sampling
+from grn_jax.sampling import generate
 
 DEMO_FIELDS = ("grid_per_class", "animation_classes", "gif_frame_ms", "compare_adaptive",
                "evaluate")
@@ -104,42 +111,52 @@ def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
   return demo_train.train_grn(config, workdir, labels, classes)
 
 
-def sample_stage(config, workdir: str, state, tok_params) -> dict[str, Any]:
-  """Default-setting samples, the grid and the animation; optionally adaptive samples."""
-  from grn_jax.demo import sample as demo_sample  # pylint: disable=g-import-not-at-top
-  from grn_jax.trainers import c2i  # pylint: disable=g-import-not-at-top
-  params = jax.device_get(c2i.sampling_params(state, config.sample.params))
+def sample_stage(config, workdir: str, tok_params) -> dict[str, Any]:
+  """Default-setting samples, the grid and the animation; optionally adaptive samples.
+
+  Through the user paths: the sampling params of the training checkpoint
+  (generate.load_sampling_params, as `--mode=sample`), sampling/generate.py for the PNGs and
+  samples.npz (tokenizer decode and uint8 inside the jitted sampler), and sampling/animate.py on
+  the sampler's in-graph trace previews for the animation.
+  """
+  params = generate.load_sampling_params(config, workdir)
   params_path = os.path.join(workdir, "grn_params")
   if not os.path.exists(params_path):  # for --mode=sample, the notebook and later sessions
     checkpointing.save_params(params_path, params)
-  per_class = config.sample.per_class
-  classes = np.repeat(np.arange(digits.NUM_CLASSES, dtype=np.int32), per_class)
+  decode_fn = tokenizer_io.TokenizerDecode(models.build_tokenizer(config.tokenizer))
+  mesh = sharding.make_mesh(config.mesh)
   outputs = {}
-  runs = [("fixed", False, "samples.npz")]
+  runs = [("fixed", False, "samples")]
   if config.demo.compare_adaptive:
-    runs.append(("adaptive", True, "samples_adaptive.npz"))
-  for name, adaptive, filename in runs:
-    _say(f"[5/6] sampling {len(classes)} digits ({per_class} per class), {name} steps")
+    runs.append(("adaptive", True, "samples_adaptive"))
+  for name, adaptive, stem in runs:
+    family = c2i_sampling.C2IGeneration(config, adaptive=adaptive)
+    png_dir, path = os.path.join(workdir, stem), os.path.join(workdir, stem + ".npz")
+    _say(f"[5/6] sampling {family.num_outputs} digits ({config.sample.per_class} per class), "
+         f"{name} steps")
+    # The samples depend on the settings of this run: never resume from an earlier run's PNGs.
+    shutil.rmtree(png_dir, ignore_errors=True)
     start = time.perf_counter()
-    result = demo_sample.sample_images(config, params, tok_params, classes, adaptive=adaptive,
-                                       seed=config.seed)
+    summary = generate.generate(family, params, decode_fn, tok_params, png_dir,
+                                batch_size=int(config.sample.batch_size),
+                                seed=int(config.sample.seed), mesh=mesh, show_progress=False)
     seconds = time.perf_counter() - start
-    path = os.path.join(workdir, filename)
-    np.savez(path, images=result["images"], labels=classes, steps=result["steps"])
-    outputs[name] = dict(path=path, seconds=seconds, mean_steps=float(np.mean(result["steps"])),
-                         images=result["images"])
-  fixed = outputs["fixed"]["images"].reshape(digits.NUM_CLASSES, per_class,
-                                             *outputs["fixed"]["images"].shape[1:])
+    generate.write_npz(png_dir, path, family.num_outputs, family.npz_fields)
+    outputs[name] = dict(path=path, seconds=seconds, mean_steps=summary["mean_steps"])
+  with np.load(outputs["fixed"]["path"]) as data:
+    fixed = data["images"]
+  fixed = fixed.reshape(digits.NUM_CLASSES, config.sample.per_class, *fixed.shape[1:])
   grid = fixed[:, :config.demo.grid_per_class].reshape(-1, *fixed.shape[2:])
   grid_path = os.path.join(workdir, "grid.png")
   image_files.save_png(image_files.tile_grid(grid, digits.NUM_CLASSES, scale=2), grid_path)
   outputs["grid"] = grid_path
 
-  frames = demo_sample.refinement_frames(config, params, tok_params,
-                                         np.asarray(config.demo.animation_classes, np.int32),
-                                         seed=config.seed + 1)
-  gif, strip = os.path.join(workdir, "refinement.gif"), os.path.join(workdir, "refinement.png")
-  image_files.save_animation(frames, gif, strip, frame_ms=config.demo.gif_frame_ms)
+  animated = np.asarray(config.demo.animation_classes, np.int32)
+  out = c2i_sampling.sample(config, params, animated, jax.random.key(config.seed + 1),
+                            trace=True, trace_previews=True, decode=(decode_fn, tok_params))
+  gif, strip = animate.write_animation(jax.device_get(out.trace), np.asarray(out.steps),
+                                       os.path.join(workdir, "refinement"),
+                                       fps=1000 / config.demo.gif_frame_ms, scale=2)
   outputs["animation"], outputs["strip"] = gif, strip
   return outputs
 
@@ -178,11 +195,11 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t = time.perf_counter()
   run_config = ml_collections.ConfigDict(config.to_dict())
   run_config.tokenizer.checkpoint = os.path.join(workdir, "tokenizer")
-  state = grn_stage(run_config, workdir, labels, classes)
+  grn_stage(run_config, workdir, labels, classes)
   timings["grn"] = time.perf_counter() - t
 
   t = time.perf_counter()
-  outputs = sample_stage(run_config, workdir, state, tok_params)
+  outputs = sample_stage(run_config, workdir, tok_params)
   timings["sampling"] = time.perf_counter() - t
 
   t = time.perf_counter()

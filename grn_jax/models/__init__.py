@@ -1,7 +1,8 @@
-"""flax.linen modules. `build_c2i(config.model)`, `build_tokenizer(config.tokenizer)`,
-`build_umt5(config.text_encoder)`."""
+"""flax.linen modules. `build_c2i(config.model)`, `build_t2iv(config.model)`,
+`build_tokenizer(config.tokenizer)`, `build_umt5(config.text_encoder)`."""
 
 from grn_jax.models.grn_c2i import GRNC2I, build_c2i, validate_model_config
+from grn_jax.models.grn_t2iv import GRNT2IV, build_t2iv
 
 
 def build_tokenizer(cfg):
@@ -16,4 +17,5 @@ def build_umt5(cfg):
   return umt5.build_umt5(cfg)
 
 
-__all__ = ["GRNC2I", "build_c2i", "build_tokenizer", "build_umt5", "validate_model_config"]
+__all__ = ["GRNC2I", "GRNT2IV", "build_c2i", "build_t2iv", "build_tokenizer", "build_umt5",
+           "validate_model_config"]

@@ -22,16 +22,11 @@ import ml_collections
 
 from grn_jax import config_check
 from grn_jax import hbq
+from grn_jax.models import attention
 from grn_jax.models import layers
+from grn_jax.models.layers import REMAT_POLICIES
 
 Dtype = Any
-
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
 
 
 class GRNBlock(nn.Module):
@@ -39,6 +34,7 @@ class GRNBlock(nn.Module):
   num_heads: int
   mlp_hidden: int
   dtype: Dtype = jnp.float32
+  attention_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x, c, cos, sin):
@@ -48,8 +44,8 @@ class GRNBlock(nn.Module):
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = [
         mod[:, i] for i in range(6)]
     h = layers.modulate(layers.RMSNorm(name="norm1")(x), shift_msa, scale_msa)
-    x = x + gate_msa[:, None] * layers.Attention(self.num_heads, self.dtype, name="attn")(
-        h, cos, sin)
+    attn = layers.Attention(self.num_heads, self.dtype, self.attention_impl, name="attn")
+    x = x + gate_msa[:, None] * attn(h, cos, sin)
     h = layers.modulate(layers.RMSNorm(name="norm2")(x), shift_mlp, scale_mlp)
     x = x + gate_mlp[:, None] * layers.SwiGLU(self.mlp_hidden, self.dtype, name="mlp")(h)
     return nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
@@ -68,6 +64,7 @@ class BlockStack(nn.Module):
   num_heads: int
   mlp_hidden: int
   dtype: Dtype = jnp.float32
+  attention_impl: str = "auto"
   remat_policy: str = "none"
   scan: bool = False
 
@@ -81,13 +78,15 @@ class BlockStack(nn.Module):
       scanned = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
                         in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=self.count,
                         metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(self.num_heads, self.mlp_hidden, self.dtype, name="layers")(x, c, cos, sin)
+      x, _ = scanned(self.num_heads, self.mlp_hidden, self.dtype, self.attention_impl,
+                     name="layers")(x, c, cos, sin)
       return x
     block_cls = GRNBlock
     if self.remat_policy != "none":
       block_cls = nn.remat(GRNBlock, policy=policy)
     for i in range(self.count):
-      x = block_cls(self.num_heads, self.mlp_hidden, self.dtype, name=f"block_{i}")(x, c, cos, sin)
+      x = block_cls(self.num_heads, self.mlp_hidden, self.dtype, self.attention_impl,
+                    name=f"block_{i}")(x, c, cos, sin)
     return x
 
 
@@ -107,6 +106,7 @@ class GRNC2I(nn.Module):
   hbq_rounds: int
   label_mode: str
   dtype: Dtype = jnp.float32
+  attention_impl: str = "auto"
   remat_policy: str = "none"
   scan_layers: bool = False
 
@@ -171,7 +171,8 @@ class GRNC2I(nn.Module):
     cos, sin = (jnp.asarray(a) for a in layers.rope_tables(head_dim, g))
     mlp_hidden = layers.swiglu_hidden(hidden, self.mlp_ratio)
     stack = dict(num_heads=self.num_heads, mlp_hidden=mlp_hidden, dtype=self.dtype,
-                 remat_policy=self.remat_policy, scan=self.scan_layers)
+                 attention_impl=self.attention_impl, remat_policy=self.remat_policy,
+                 scan=self.scan_layers)
     start = self.in_context_start if self.in_context_len > 0 else self.depth
     if start > 0:
       x = BlockStack(start, name="blocks_pre", **stack)(x, c, cos, sin)
@@ -201,7 +202,6 @@ MODEL_FIELDS = ("hidden_size", "depth", "num_heads", "mlp_ratio", "bottleneck_di
                 "in_context_len", "in_context_start", "input_size", "patch_size", "num_classes",
                 "latent_dim", "hbq_rounds", "label_mode", "dtype")
 SWITCH_FIELDS = ("name", "remat_policy", "scan_layers", "attention_impl")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "chunked")
 
 
 def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
@@ -224,9 +224,9 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
                      f"[0, depth={cfg.depth}).")
   if cfg.remat_policy not in REMAT_POLICIES:
     raise ValueError(f"config.model.remat_policy must be one of {list(REMAT_POLICIES)}.")
-  if cfg.attention_impl not in ATTENTION_IMPLS:
-    raise ValueError(f"config.model.attention_impl must be one of {ATTENTION_IMPLS}, got "
-                     f"{cfg.attention_impl!r}.")
+  if cfg.attention_impl not in attention.IMPLS:
+    raise ValueError(f"config.model.attention_impl must be one of {attention.IMPLS}, "
+                     f"got {cfg.attention_impl!r}.")
   if cfg.dtype not in ("float32", "bfloat16", "float16"):
     raise ValueError(f"config.model.dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}.")
 
@@ -235,5 +235,5 @@ def build_c2i(cfg: ml_collections.ConfigDict) -> GRNC2I:
   """The C2I module from `config.model`."""
   validate_model_config(cfg)
   kwargs = {f: cfg[f] for f in MODEL_FIELDS if f != "dtype"}
-  return GRNC2I(**kwargs, dtype=jnp.dtype(cfg.dtype),
+  return GRNC2I(**kwargs, dtype=jnp.dtype(cfg.dtype), attention_impl=cfg.attention_impl,
                 remat_policy=cfg.remat_policy, scan_layers=bool(cfg.scan_layers))

@@ -13,8 +13,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from grn_jax.models import attention
+
 Dtype = Any
 Axes = tuple[str | None, ...]
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
 
 
 def xavier_uniform(in_axes: Sequence[int], out_axes: Sequence[int]):
@@ -159,6 +168,41 @@ def rope_tables(head_dim: int, grid_size: int, num_prefix: int = 0) -> tuple[np.
   return cos.astype(np.float32), sin.astype(np.float32)
 
 
+def rope_3d_frequencies(head_dim: int, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+  """Frequencies of the 3-D RoPE (official `precompute_rope3d_freqs_grid`), float32.
+
+  The head_dim/2 rotary pairs split into n (frame) + n (height) + the rest (width), n =
+  head_dim/2 // 3: 21 + 21 + 22 for head_dim 128. Frame and height use theta^(-k/n), width
+  theta^(-k/(head_dim/2 - 2n)), k = 0, 1, ... (exponent k/n, not 2k/n). Returns (frame/height
+  frequencies [n], width frequencies [head_dim/2 - 2n]).
+  """
+  pairs = head_dim // 2
+  n = pairs // 3
+  if head_dim % 2 or n < 1:
+    raise ValueError(f"3-D RoPE needs an even head_dim of at least 6, got {head_dim}.")
+
+  def freqs(count):
+    return (1.0 / np.float32(theta) ** (np.arange(count, dtype=np.float32) / np.float32(count))
+            ).astype(np.float32)
+  return freqs(n), freqs(pairs - 2 * n)
+
+
+def rope_3d_tables(frame, height, width, head_dim: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(cos, sin) float32 [..., head_dim] of positions (frame, height, width) [...] (integers).
+
+  Pair i of the interleaved layout turns by frame * f_i (i < n), height * f_(i-n) (n <= i < 2n)
+  or width * w_(i-2n); both members of a pair share the angle.
+  """
+  former, last = (jnp.asarray(f) for f in rope_3d_frequencies(head_dim))
+  frame, height, width = jnp.broadcast_arrays(frame, height, width)
+
+  def turn(pos, freqs):
+    return jnp.asarray(pos, jnp.float32)[..., None] * freqs
+  angles = jnp.concatenate([turn(frame, former), turn(height, former), turn(width, last)], -1)
+  angles = jnp.repeat(angles, 2, axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
 def rotate_interleaved(x: jnp.ndarray) -> jnp.ndarray:
   """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)."""
   pairs = x.reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
@@ -167,52 +211,17 @@ def rotate_interleaved(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
-  """x [..., N, head_dim]; cos, sin [N, head_dim]."""
+  """x [..., head_dim] rotated by angles whose cos, sin [..., head_dim] broadcast against x."""
   return x * cos.astype(x.dtype) + rotate_interleaved(x) * sin.astype(x.dtype)
-
-
-@jax.custom_vjp
-def softmax_attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-  """softmax(q k^T) v, heads-major [B, H, N, D] (scale folded into q), logits in float32.
-
-  A hand-written VJP: it saves the probabilities and computes the five backward matmuls and
-  one fused softmax backward, which on XLA:CPU is ~25% faster than differentiating
-  `jax.nn.dot_product_attention` and its [B, N, H, D] transposes.
-  """
-  return _attention_fwd(q, k, v)[0]
-
-
-def _attention_fwd(q, k, v):
-  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-  probs = jax.nn.softmax(logits, axis=-1)
-  out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v)
-  return out, (q, k, v, probs, out)
-
-
-def _attention_bwd(res, dout):
-  q, k, v, probs, out = res
-  p = probs.astype(v.dtype)
-  dv = jnp.einsum("bhqk,bhqd->bhkd", p, dout)
-  dp = jnp.einsum("bhqd,bhkd->bhqk", dout, v, preferred_element_type=jnp.float32)
-  delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-  dlogits = (probs * (dp - delta)).astype(q.dtype)
-  dq = jnp.einsum("bhqk,bhkd->bhqd", dlogits, k)
-  dk = jnp.einsum("bhqk,bhqd->bhkd", dlogits, q)
-  return dq, dk, dv
-
-
-softmax_attention.defvjp(_attention_fwd, _attention_bwd)
-
-ATTENTION_IMPLS = ("auto", "einsum", "dot_product_attention")
 
 
 class Attention(nn.Module):
   """Multi-head self-attention with qk RMSNorm and 2-D RoPE (no mask: fully bidirectional).
 
-  `impl`: 'einsum' = `softmax_attention` (logits and softmax in float32, as the official code
-  upcasts q and k); 'dot_product_attention' = `jax.nn.dot_product_attention` on q, k, v in the
-  compute dtype, which picks cuDNN flash attention on GPUs in bfloat16 (float32 accumulation);
-  'auto' = the latter on GPUs, the former elsewhere. Float32 results agree to rounding.
+  Heads-major [B, heads, N, head_dim] from one transpose of the fused qkv projection to the
+  output projection (the layout of `attention.attention(..., heads_major=True)`'s fast XLA:CPU
+  path); logits and softmax in float32, as the official code upcasts q and k. `impl` comes from
+  `config.model.attention_impl`.
   """
   num_heads: int
   dtype: Dtype = jnp.float32
@@ -222,11 +231,6 @@ class Attention(nn.Module):
   def __call__(self, x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
     hidden = x.shape[-1]
     head_dim = hidden // self.num_heads
-    impl = self.impl
-    if impl == "auto":
-      impl = "dot_product_attention" if jax.default_backend() == "gpu" else "einsum"
-    if impl not in ATTENTION_IMPLS:
-      raise ValueError(f"Attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}.")
     qkv = Dense((3, self.num_heads, head_dim), ("embed", "qkv", "heads", "kv"),
                 dtype=self.dtype, name="qkv")(x)  # [B, N, 3, heads, hd]
     qkv = qkv.transpose(2, 0, 3, 1, 4)  # [3, B, heads, N, hd]
@@ -235,11 +239,7 @@ class Attention(nn.Module):
     v = qkv[2]
     q = nn.with_logical_constraint(q, ("batch", "act_heads", "length", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "act_heads", "length", "kv"))
-    if impl == "einsum":
-      out = softmax_attention(q * jnp.asarray(head_dim**-0.5, q.dtype), k, v)
-    else:
-      out = jax.nn.dot_product_attention(*(a.transpose(0, 2, 1, 3) for a in (q, k, v)))
-      out = out.transpose(0, 2, 1, 3)
+    out = attention.attention(q, k, v, scale=head_dim**-0.5, impl=self.impl, heads_major=True)
     out = out.astype(self.dtype).transpose(0, 2, 1, 3)  # [B, N, heads, hd]
     return Dense((hidden,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype,
                  kernel_init=xavier_uniform((0, 1), (2,)), name="proj")(out)

@@ -1,10 +1,9 @@
-"""GRN refinement sampling: one jitted while_loop, fixed or entropy-adaptive steps."""
+"""GRN refinement sampling: one jitted while_loop, fixed or entropy-adaptive steps.
 
-from grn_jax.sampling.api import (ModelApply, sample, sample_grid_fn, sample_labels,
-                                  sample_trajectory, settings_from_config, spec_from_config)
-from grn_jax.sampling.refine import (SamplerSettings, SamplerSpec, SampleOutput, jitted_sampler,
-                                     make_sampler, normalized_entropy, refinement_maps)
-
-__all__ = ["ModelApply", "SampleOutput", "SamplerSettings", "SamplerSpec", "jitted_sampler",
-           "make_sampler", "normalized_entropy", "refinement_maps", "sample", "sample_grid_fn",
-           "sample_labels", "sample_trajectory", "settings_from_config", "spec_from_config"]
+  spec.py       SamplerSpec (static), SamplerSettings (traced), Replay, SampleOutput
+  refine.py     the family-free loop (labels [B, *grid, D], cond / uncond pytrees, fixed labels)
+  schedules.py  keep-ratio schedules;  guidance.py  guidance rules
+  c2i.py        the class-to-image adapter (class labels, null class, config -> spec/settings)
+  generate.py   resumable generation to a workdir (family-free core, FAMILIES per config.task)
+  animate.py    the refinement animation;  fit_entropy.py  the entropy -> steps fit
+"""

@@ -1,7 +1,7 @@
 r"""The refinement as an animated GIF and a PNG strip (the paper's framework figure, per step).
 
   python -m grn_jax.sampling.animate --config=configs/c2i.py:variant=B --workdir=DIR \
-      --classes=207,360,387 --out=DIR/refinement [--seed=0] [--adaptive] [--fps=6]
+      --classes=207,360,387 --out=DIR/refinement [--seed=0] [--adaptive] [--fps=6] [--scale=1]
 
 restores the params like `--mode=sample` (config.sample.checkpoint or the workdir's training
 checkpoint, EMA config.sample.params) and the tokenizer (config.tokenizer), samples
@@ -25,6 +25,10 @@ import jax
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+
+from grn_jax import tokenizer_io
+from grn_jax.sampling import c2i
+from grn_jax.sampling import generate
 
 FILLED = np.array([60, 200, 80], np.float32)
 KEPT = np.array([70, 120, 230], np.float32)
@@ -51,15 +55,22 @@ def _check_trace(trace: dict[str, Any]) -> None:
                        "and a decode_fn.")
 
 
-def refinement_frames(trace: dict[str, Any], steps) -> np.ndarray:
-  """GIF frames uint8 [T + 1, B * (H + HEADER), 3 * W, 3], T = max(steps).
+def upscale(images: np.ndarray, scale: int) -> np.ndarray:
+  """[..., H, W, C] -> [..., H s, W s, C] (nearest)."""
+  return np.repeat(np.repeat(images, scale, axis=-3), scale, axis=-2) if scale > 1 else images
 
-  Frame i < T shows step i (input, prediction, map); frame T the final samples.
+
+def refinement_frames(trace: dict[str, Any], steps, scale: int = 1) -> np.ndarray:
+  """GIF frames uint8 [T + 1, B * (s H + HEADER), 3 s W, 3], T = max(steps), s = scale.
+
+  Frame i < T shows step i (input, prediction, map); frame T the final samples. The images are
+  upscaled `scale` times (nearest), e.g. for small digits.
   """
   _check_trace(trace)
   trace = {k: np.asarray(v) for k, v in trace.items()}
   total = int(np.max(np.asarray(steps)))
-  inputs, preds, keep = trace["input_images"], trace["pred_images"], trace["keep"]
+  inputs = upscale(trace["input_images"], scale)
+  preds, keep = upscale(trace["pred_images"], scale), trace["keep"]
   batch, height, width = inputs.shape[1:4]
   frames = []
   for i in range(total + 1):
@@ -85,12 +96,14 @@ def refinement_frames(trace: dict[str, Any], steps) -> np.ndarray:
   return np.stack(frames)
 
 
-def refinement_strip(trace: dict[str, Any], steps, columns: int = 8) -> np.ndarray:
-  """uint8 [2 B H, C W, 3]: inputs and predictions of C evenly spaced steps per sample."""
+def refinement_strip(trace: dict[str, Any], steps, columns: int = 8,
+                     scale: int = 1) -> np.ndarray:
+  """uint8 [2 B s H, C s W, 3]: inputs and predictions of C evenly spaced steps per sample."""
   _check_trace(trace)
   total = int(np.max(np.asarray(steps)))
   chosen = np.unique(np.linspace(0, total - 1, min(columns, total)).round().astype(int))
-  inputs, preds = np.asarray(trace["input_images"]), np.asarray(trace["pred_images"])
+  inputs = upscale(np.asarray(trace["input_images"]), scale)
+  preds = upscale(np.asarray(trace["pred_images"]), scale)
   rows = []
   for r in range(inputs.shape[1]):
     rows.append(np.concatenate([inputs[i + 1, r] for i in chosen], axis=1))
@@ -99,14 +112,14 @@ def refinement_strip(trace: dict[str, Any], steps, columns: int = 8) -> np.ndarr
 
 
 def write_animation(trace: dict[str, Any], steps, out_prefix: str, fps: float = 6.0,
-                    columns: int = 8) -> tuple[str, str]:
+                    columns: int = 8, scale: int = 1) -> tuple[str, str]:
   """Writes OUT.gif (frames, the last held 2 s) and OUT.png (the strip); returns both paths."""
-  frames = refinement_frames(trace, steps)
+  frames = refinement_frames(trace, steps, scale)
   images = [Image.fromarray(f) for f in frames]
-  durations = [int(1000 / fps)] * (len(images) - 1) + [2000]
+  durations = [round(1000 / fps)] * (len(images) - 1) + [2000]
   gif, png = out_prefix + ".gif", out_prefix + ".png"
   images[0].save(gif, save_all=True, append_images=images[1:], duration=durations, loop=0)
-  Image.fromarray(refinement_strip(trace, steps, columns)).save(png)
+  Image.fromarray(refinement_strip(trace, steps, columns, scale)).save(png)
   return gif, png
 
 
@@ -120,13 +133,11 @@ def define_flags() -> None:
   flags.DEFINE_bool("adaptive", None, "Entropy-guided steps (default: config.sample.adaptive).")
   flags.DEFINE_float("fps", 6.0, "GIF frames per second.")
   flags.DEFINE_integer("columns", 8, "Steps shown in the PNG strip.")
+  flags.DEFINE_integer("scale", 1, "Upscaling of the images (nearest).")
 
 
 def main(argv):
   del argv
-  from grn_jax import tokenizer_io  # pylint: disable=g-import-not-at-top
-  from grn_jax.sampling import api  # pylint: disable=g-import-not-at-top
-  from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
   fl = flags.FLAGS
   if not fl.out:
     raise app.UsageError("--out is required.")
@@ -136,11 +147,12 @@ def main(argv):
   params = generate.load_sampling_params(config, fl.workdir)
   tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   classes = np.asarray([int(c) for c in fl.classes], np.int32)
-  out = api.sample(config, params, classes, jax.random.key(fl.seed), adaptive=fl.adaptive,
+  out = c2i.sample(config, params, classes, jax.random.key(fl.seed), adaptive=fl.adaptive,
                    trace=True, trace_previews=True,
                    decode=(tokenizer_io.TokenizerDecode(tok_module), tok_params))
   trace = jax.device_get(out.trace)
-  gif, png = write_animation(trace, np.asarray(out.steps), fl.out, fl.fps, fl.columns)
+  gif, png = write_animation(trace, np.asarray(out.steps), fl.out, fl.fps, fl.columns,
+                             fl.scale)
   print(f"steps {np.asarray(out.steps).tolist()}, NFE per image "
         f"{np.asarray(out.row_nfe).tolist()}; wrote {gif} and {png}")
 

@@ -27,7 +27,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from grn_jax.sampling import refine
+from grn_jax.sampling import spec as spec_lib
 
 
 def load_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +55,7 @@ def load_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
   return data[:, 0], data[:, 1]
 
 
-def fit_entropy_map(entropy, steps, warmup_steps: int = refine.OFFICIAL_WARMUP_STEPS,
+def fit_entropy_map(entropy, steps, warmup_steps: int = spec_lib.OFFICIAL_WARMUP_STEPS,
                     entropy_budget: str = "after_warmup") -> dict[str, float]:
   """Least-squares fit of total steps = k H + b_total.
 
@@ -72,8 +72,8 @@ def fit_entropy_map(entropy, steps, warmup_steps: int = refine.OFFICIAL_WARMUP_S
   if entropy.shape != steps.shape or entropy.ndim != 1:
     raise ValueError(f"entropy {entropy.shape} and steps {steps.shape} must be equal-length "
                      "vectors.")
-  if entropy_budget not in refine.ENTROPY_BUDGETS:
-    raise ValueError(f"entropy_budget must be one of {refine.ENTROPY_BUDGETS}, got "
+  if entropy_budget not in spec_lib.ENTROPY_BUDGETS:
+    raise ValueError(f"entropy_budget must be one of {spec_lib.ENTROPY_BUDGETS}, got "
                      f"{entropy_budget!r}.")
   if np.any((entropy < 0) | (entropy > 1)):
     raise ValueError("entropies must be normalised to [0, 1].")
@@ -90,8 +90,8 @@ def fit_entropy_map(entropy, steps, warmup_steps: int = refine.OFFICIAL_WARMUP_S
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program)."""
   flags.DEFINE_string("pairs", None, "CSV (entropy,steps) or npz with arrays entropy, steps.")
-  flags.DEFINE_integer("warmup_steps", refine.OFFICIAL_WARMUP_STEPS, "Sampler warm-up steps.")
-  flags.DEFINE_enum("entropy_budget", "after_warmup", list(refine.ENTROPY_BUDGETS),
+  flags.DEFINE_integer("warmup_steps", spec_lib.OFFICIAL_WARMUP_STEPS, "Sampler warm-up steps.")
+  flags.DEFINE_enum("entropy_budget", "after_warmup", list(spec_lib.ENTROPY_BUDGETS),
                     "Convention of the printed b (config.sample.entropy_budget).")
   flags.DEFINE_integer("min_steps", 10, "config.sample.min_steps, for the clipped mean budget.")
   flags.DEFINE_integer("max_steps", 50, "config.sample.max_steps, for the clipped mean budget.")

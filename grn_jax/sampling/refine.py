@@ -1,21 +1,32 @@
 """The GRN refinement sampler: one `lax.while_loop` inside one jit, decode included.
 
-Official C2I loop (GRN-SPEC §F.1), per row of the batch:
+The loop, per row of the batch (official C2I loop, GRN-SPEC §F.1; T2I/T2V §F.2):
   R = uniform random labels (fixed for the whole run); z = R
   for i in 0 .. S-1:
-    t, t_next = t(u_i), t(u_{i+1})
-    logits = guidance(net(z, t, y), net(z, t, null))            # CFG by batch doubling
+    t = the keep ratio fed to the model: the schedule's t(u_i) ('nominal'), or the fraction of
+        labels step i - 1 kept ('realised', official T2I/T2V; 0 at the first step)
+    logits = guidance(net(z, t, cond), net(z, t, uncond))       # guidance by batch doubling
     pred ~ Categorical(softmax(logits / temperature))            # sampled, never argmax
     keep ~ Bernoulli(t_next) per label                           # or: most confident (MaskGIT)
     z = where(keep, pred, R)                                     # put back the ORIGINAL R
-  result = pred of the last step (t_next = 1 keeps every prediction)
+  result = pred of the last step (with `final_keep_all`, t_next = 1 keeps every prediction)
+
+The loop knows labels [B, *grid, D] of any rank (images [B, h, w, D], videos [B, T, h, w, D]),
+keep ratios, schedules, guidance, budgets, keep modes and traces. What the model is conditioned
+on is the family adapter's business: `cond` and its unconditional counterpart `uncond` are
+pytrees that the loop hands to `apply_fn` and, for the doubled batch, concatenates.
 
 The unconditional half of the doubled batch is only computed when some unfinished row needs
 guidance at its current keep ratio (`lax.cond` between a doubled and a conditional-only
-forward); with the official interval (0.44, 1.0) that saves 23 of 50 unconditional passes.
+forward); with the official C2I interval (0.44, 1.0) that saves 23 of 50 unconditional passes.
+
+Fixed labels (`fixed_labels`, `fixed_mask`): every step's input and prediction hold the given
+labels where the mask is set (image-to-video, inpainting, outpainting, video continuation);
+they count as kept in the keep mask and in the realised keep ratio, and the entropy of adaptive
+budgets is measured over the free labels only.
 
 Entropy-guided steps (GRN-SPEC §F.4; not in the official C2I code, so this is ours). Per row:
-  * H = mean over all labels of the entropy of the conditional, un-tempered categorical divided
+  * H = mean over the labels of the entropy of the conditional, un-tempered categorical divided
     by log K (in [0, 1]; for 'bit' labels, K = 2, the normalised binary entropy), measured at
     step index `warmup_steps` (after that many completed warm-up steps on the `num_steps` grid,
     as in the initial official code).
@@ -32,19 +43,18 @@ Entropy-guided steps (GRN-SPEC §F.4; not in the official C2I code, so this is o
     Unlike the initial T2I code we run no extra pass at t = 1 after the keep ratio reached 1: the
     output is the last step's prediction, as in the official C2I sampler.
   * Rows stop on their own (`done` flags; finished rows are frozen with jnp.where) and the loop
-    ends when every row is done.
+    ends when every row is done. A `stop_rule` can end a row earlier (official T2I/T2V: once a
+    step's input kept every label, `stop_when_input_complete`).
 
 Everything that a user tunes per call (guidance scale and interval, temperature, k, b, schedule
 shift) is a traced value of `SamplerSettings`: changing it never recompiles. Randomness is drawn
 per row from that row's key, so a row's sample does not depend on the batch it is in or on how
-the batch is sharded.
+the batch is sharded; a `Replay` replaces the draws by recorded ones.
 """
 
-import dataclasses
 import functools
 from typing import Any, Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
@@ -52,135 +62,38 @@ from jax.sharding import PartitionSpec
 from grn_jax import hbq
 from grn_jax import tokenizer_io
 from grn_jax.sampling import guidance
-from grn_jax.sampling import schedules
+from grn_jax.sampling.spec import LoopState, Replay, SamplerSettings, SamplerSpec, SampleOutput
 
-# Constants of the official entropy -> steps map (initial GRN commit; fitted for T2I/T2V in the
-# 'after_warmup' convention).
-OFFICIAL_WARMUP_STEPS = 5
-OFFICIAL_ENTROPY_K = 417.7052426732362
-OFFICIAL_ENTROPY_B = -318.1272488653967
-KEEP_MODES = ("random", "confidence")
-ENTROPY_BUDGETS = ("after_warmup", "total")
 BATCH_AXES = ("data", "fsdp")
 
 
-@flax.struct.dataclass
-class SamplerSettings:
-  """Traced sampling knobs (scalars). Changing any of them never recompiles."""
-  cfg_scale: Any = 1.0
-  cfg_low: Any = 0.0          # interval low; < 0 selects power-cos guidance with exponent -low
-  cfg_high: Any = 1.0
-  temperature: Any = 1.0
-  entropy_k: Any = OFFICIAL_ENTROPY_K
-  entropy_b: Any = OFFICIAL_ENTROPY_B
-  schedule_shift: Any = 1.0
+def normalized_entropy(logits: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """Mean over labels of entropy(softmax(logits)) / log K. logits [B, ..., K] -> [B].
 
-  def as_arrays(self) -> "SamplerSettings":
-    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), self)
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplerSpec:
-  """Static sampler structure (one compiled program per spec).
-
-  Attributes:
-    label_shape: (h, w, D) labels per image.
-    label_classes: K, classes per label.
-    null_class: the unconditional class index.
-    hbq_rounds, label_mode: to dequantize labels to latents for `decode_fn`.
-    num_steps: the fixed budget (and the base grid of the adaptive warm-up).
-    schedule: 'linear' | 'cosine' | 'shifted'.
-    adaptive: entropy-guided per-row budgets.
-    warmup_steps, min_steps, max_steps: adaptive settings (total steps, warm-up included).
-    entropy_budget: 'after_warmup' | 'total', what round(k H + b) counts (module docstring).
-    keep_mode: 'random' (official) | 'confidence' (keep the most confident predictions).
-    trace: also return per-step label maps, predictions, keep masks and entropies.
-    trace_previews: with `trace` and a decode_fn, also decode every step's input and prediction
-      (uint8 images) inside the same program.
+  With `weights` (bool or float [B, ...], the labels to average over) a weighted mean; a row
+  without weight gets 0.
   """
-  label_shape: tuple[int, int, int]
-  label_classes: int
-  null_class: int
-  hbq_rounds: int
-  label_mode: str
-  num_steps: int = 50
-  schedule: str = "linear"
-  adaptive: bool = False
-  warmup_steps: int = OFFICIAL_WARMUP_STEPS
-  min_steps: int = 10
-  max_steps: int = 50
-  entropy_budget: str = "after_warmup"
-  keep_mode: str = "random"
-  trace: bool = False
-  trace_previews: bool = False
-
-  def __post_init__(self):
-    if self.schedule not in schedules.SCHEDULES:
-      raise ValueError(f"sample.schedule must be one of {schedules.SCHEDULES}, got "
-                       f"{self.schedule!r}.")
-    if self.keep_mode not in KEEP_MODES:
-      raise ValueError(f"sample.keep_mode must be one of {KEEP_MODES}, got {self.keep_mode!r}.")
-    if self.entropy_budget not in ENTROPY_BUDGETS:
-      raise ValueError(f"sample.entropy_budget must be one of {ENTROPY_BUDGETS}, got "
-                       f"{self.entropy_budget!r}.")
-    if self.label_mode not in ("ind", "bit"):
-      raise ValueError(f"label_mode must be 'ind' or 'bit', got {self.label_mode!r}.")
-    if self.num_steps < 1:
-      raise ValueError(f"sample.num_steps must be >= 1, got {self.num_steps}.")
-    if self.adaptive and not (0 < self.warmup_steps < self.min_steps <= self.max_steps):
-      raise ValueError("adaptive sampling needs 0 < warmup_steps < min_steps <= max_steps, got "
-                       f"{self.warmup_steps}, {self.min_steps}, {self.max_steps}.")
-    if self.adaptive and self.warmup_steps >= self.num_steps:
-      raise ValueError(f"sample.warmup_steps={self.warmup_steps} must be < num_steps="
-                       f"{self.num_steps} (the base grid of the warm-up).")
-    if self.trace_previews and not self.trace:
-      raise ValueError("trace_previews needs trace=True.")
-
-  @property
-  def loop_bound(self) -> int:
-    return max(self.num_steps, self.max_steps) if self.adaptive else self.num_steps
-
-  @property
-  def entropy_offset(self) -> int:
-    return self.warmup_steps if self.entropy_budget == "after_warmup" else 0
-
-
-@flax.struct.dataclass
-class LoopState:
-  step: jax.Array           # int32 [], global step index
-  labels: jax.Array         # int32 [B, h, w, D], the network input z
-  random_labels: jax.Array  # int32 [B, h, w, D], R (fixed)
-  pred: jax.Array           # int32 [B, h, w, D], last sampled prediction
-  total_steps: jax.Array    # int32 [B], each row's budget
-  done: jax.Array           # bool [B]
-  entropy: jax.Array        # float32 [B], H at step `warmup_steps` (else the last step's)
-  row_nfe: jax.Array        # int32 [B], evaluations each row needed (1 or 2 per step)
-  nfe: jax.Array            # int32 [], evaluations computed (a doubled CFG pass counts 2)
-  trace: Any                # dict of per-step arrays or None
-
-
-@flax.struct.dataclass
-class SampleOutput:
-  labels: jax.Array         # int32 [B, h, w, D], final labels
-  images: Any               # decode_fn(latent) or None
-  steps: jax.Array          # int32 [B], refinement steps (network passes) used per row
-  entropy: jax.Array        # float32 [B], H at step warmup_steps (last step's if never reached)
-  row_nfe: jax.Array        # int32 [B], network evaluations each row needed (cond + uncond)
-  nfe: jax.Array            # int32 [], evaluations the batch computed (incl. frozen rows)
-  trace: Any = None         # dict of per-step maps when spec.trace
-
-
-def normalized_entropy(logits: jax.Array) -> jax.Array:
-  """Mean over labels of entropy(softmax(logits)) / log K. logits [B, ..., K] -> [B]."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1) / jnp.log(logits.shape[-1])
-  return jnp.mean(ent.reshape(ent.shape[0], -1), axis=-1)
+  ent = ent.reshape(ent.shape[0], -1)
+  if weights is None:
+    return jnp.mean(ent, axis=-1)
+  weights = weights.reshape(ent.shape).astype(jnp.float32)
+  return jnp.sum(ent * weights, axis=-1) / jnp.maximum(jnp.sum(weights, axis=-1), 1.0)
 
 
-def budget_from_entropy(entropy, spec: SamplerSpec, settings: SamplerSettings):
+def budget_from_entropy(entropy: jax.Array, spec: SamplerSpec,
+                        settings: SamplerSettings) -> jax.Array:
   """Total steps per row: clip(round(k H + b) + offset, min_steps, max_steps). int32 [B]."""
   steps = jnp.round(settings.entropy_k * entropy + settings.entropy_b) + spec.entropy_offset
   return jnp.clip(steps, spec.min_steps, spec.max_steps).astype(jnp.int32)
+
+
+def stop_when_input_complete(keep_ratio: jax.Array, next_keep_ratio: jax.Array,
+                             step: jax.Array) -> jax.Array:
+  """Official T2I/T2V stop rule: a row stops after a step whose input kept every label."""
+  del next_keep_ratio, step
+  return jnp.abs(keep_ratio - 1.0) < 1e-6
 
 
 def row_keys(key: jax.Array, batch: int) -> jax.Array:
@@ -209,13 +122,26 @@ def shard_batch(x: jax.Array) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, PartitionSpec(axes, *([None] * (x.ndim - 1))))
 
 
-def _keep_mask(keys, pred_logp, t_next, keep_mode: str):
-  """bool [B, h, w, D]: which labels keep their prediction."""
-  if keep_mode == "random":
-    u = jax.vmap(lambda k: jax.random.uniform(k, pred_logp.shape[1:]))(keys)
-    return u < t_next.reshape((-1,) + (1,) * (pred_logp.ndim - 1))
-  # Confidence: keep the round(t_next * n) labels of each row whose sampled value is most
-  # probable (ties broken by position), MaskGIT-style.
+def concat_leaves(cond: Any, uncond: Any) -> Any:
+  """The doubled batch's conditioning: every leaf of cond and uncond concatenated on axis 0."""
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), cond, uncond)
+
+
+def _rows(x: jax.Array, ndim: int) -> jax.Array:
+  """[B] -> [B, 1, ..., 1] of rank ndim (broadcasts a per-row value over the labels)."""
+  return x.reshape((-1,) + (1,) * (ndim - 1))
+
+
+def _random_keep(keys, shape: tuple[int, ...], t_next):
+  """bool [B, *shape]: each label keeps its prediction with probability t_next [B]."""
+  u = jax.vmap(lambda k: jax.random.uniform(k, shape))(keys)
+  return u < _rows(t_next, len(shape) + 1)
+
+
+def _confident_keep(pred_logp, t_next):
+  """bool [B, *grid, D]: the round(t_next * n) labels of each row whose sampled value is most
+  probable (pred_logp, the log-probability of each sampled label; ties broken by position),
+  MaskGIT-style."""
   batch = pred_logp.shape[0]
   flat = pred_logp.reshape(batch, -1)
   count = jnp.round(t_next * flat.shape[1]).astype(jnp.int32)
@@ -223,61 +149,133 @@ def _keep_mask(keys, pred_logp, t_next, keep_mode: str):
   return (rank < count[:, None]).reshape(pred_logp.shape)
 
 
+def _check_inputs(spec: SamplerSpec, keys, fixed_labels, fixed_mask, replay, settings):
+  """Static checks of one call (shapes are known at trace time); errors say what to pass."""
+  if keys.ndim != 1 or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+    raise TypeError(f"keys must be typed PRNG keys, one per row [B], got {keys.dtype} "
+                    f"{keys.shape}; make them with refine.row_keys(key, batch).")
+  shape = (keys.shape[0],) + tuple(spec.label_shape)
+  if (fixed_labels is None) != (fixed_mask is None):
+    raise ValueError("fixed_labels and fixed_mask go together: pass both or neither.")
+  if fixed_labels is not None:
+    if fixed_labels.shape != shape or fixed_mask.shape != shape:
+      raise ValueError(f"fixed_labels {fixed_labels.shape} and fixed_mask {fixed_mask.shape} "
+                       f"must both have the labels' shape {shape}.")
+    if fixed_mask.dtype != jnp.bool_:
+      raise TypeError(f"fixed_mask must be bool, got {fixed_mask.dtype}.")
+  if replay is not None:
+    if spec.keep_mode != "random":
+      raise ValueError("a replay gives keep uniforms: it needs keep_mode='random'.")
+    steps = (spec.loop_bound,) + shape
+    if (replay.init_labels.shape != shape or replay.samples.shape[1:] != shape
+        or replay.uniforms.shape[1:] != shape or replay.samples.shape[0] < spec.loop_bound
+        or replay.uniforms.shape[0] < spec.loop_bound):
+      raise ValueError(f"replay: init_labels must be {shape}, samples and uniforms at least "
+                       f"{steps}; got {replay.init_labels.shape}, {replay.samples.shape}, "
+                       f"{replay.uniforms.shape}.")
+  if settings.keep_table is not None:
+    if spec.adaptive:
+      raise ValueError("settings.keep_table is a fixed-budget schedule: it cannot serve "
+                       "adaptive budgets (spec.adaptive=True).")
+    if settings.keep_table.shape != (spec.num_steps,):
+      raise ValueError(f"settings.keep_table must be float32 [{spec.num_steps}] (t_next of "
+                       f"every step), got shape {settings.keep_table.shape}.")
+
+
 def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
-                 decode_fn: Callable[[Any, jax.Array], jax.Array] | None = None):
-  """Returns sample(params, class_labels, key, settings, decode_params=None) -> SampleOutput.
+                 decode_fn: Callable[[Any, jax.Array], jax.Array] | None = None
+                 ) -> Callable[..., SampleOutput]:
+  """Returns the sampler fn (see `sample` below) of a model and a spec.
 
-  `apply_fn(params, labels, keep_ratio, class_labels) -> logits float32 [B, h, w, D, K]`.
-  `decode_fn(decode_params, latent float32 [B, h, w, d]) -> images`, run in the same program
-  when given. class_labels int32 [B]; key one typed PRNG key or one per row [B]; settings a
-  SamplerSettings.
+  Args:
+    apply_fn: hashable `apply_fn(params, labels int32 [B, *grid, D], keep_ratio float32 [B],
+      cond) -> logits [B, *grid, D, K]`.
+    spec: the static structure.
+    decode_fn: None, or `decode_fn(decode_params, latent float32 [B, *grid, d]) -> images`,
+      run in the same program.
   """
-  h, w, dim = spec.label_shape
-  classes = spec.label_classes
+  label_shape = tuple(spec.label_shape)
+  values = spec.label_values
+  ndim = len(label_shape) + 1
+  schedule = spec.schedule
+  concat = spec.concat_conditions or concat_leaves
 
-  def forward(params, labels, t, class_labels, need_cfg, settings):
+  def forward(params, labels, t, cond, uncond, need_cfg, settings):
     """(cond logits, guided logits, passes); the unconditional half only when needed."""
     batch = labels.shape[0]
 
     def doubled(_):
       both = apply_fn(params, jnp.concatenate([labels, labels]), jnp.concatenate([t, t]),
-                      jnp.concatenate([class_labels,
-                                       jnp.full_like(class_labels, spec.null_class)]))
-      cond, uncond = both[:batch], both[batch:]
-      guided = guidance.combine(cond, uncond, t, settings.cfg_scale, settings.cfg_low,
-                                settings.cfg_high)
-      return cond.astype(jnp.float32), guided.astype(jnp.float32)
+                      concat(cond, uncond))
+      cond_logits, uncond_logits = both[:batch], both[batch:]
+      guided = guidance.combine(cond_logits, uncond_logits, t, settings.cfg_scale,
+                                settings.cfg_low, settings.cfg_high, spec.guidance)
+      return cond_logits.astype(jnp.float32), guided.astype(jnp.float32)
 
     def cond_only(_):
-      cond = apply_fn(params, labels, t, class_labels).astype(jnp.float32)
-      return cond, cond
+      cond_logits = apply_fn(params, labels, t, cond).astype(jnp.float32)
+      return cond_logits, cond_logits
 
     any_cfg = jnp.any(need_cfg)
-    cond, guided = jax.lax.cond(any_cfg, doubled, cond_only, None)
-    return cond, guided, jnp.where(any_cfg, 2, 1).astype(jnp.int32)
+    cond_logits, guided = jax.lax.cond(any_cfg, doubled, cond_only, None)
+    return cond_logits, guided, jnp.where(any_cfg, 2, 1).astype(jnp.int32)
 
-  def sample(params, class_labels, key, settings: SamplerSettings,
-             decode_params=None) -> SampleOutput:
+  def scheduled(settings, step, total):
+    """Keep ratio after `step` completed steps, float32 [B] (the table: fixed budgets)."""
+    if settings.keep_table is None:
+      return schedule.keep_ratio_at(step, total, spec.num_steps, spec.warmup_steps,
+                                    settings.schedule_shift)
+    value = jnp.where(step > 0, settings.keep_table[jnp.maximum(step - 1, 0)], 0.0)
+    return jnp.broadcast_to(value, total.shape)
+
+  def sample(params, cond, uncond, keys, settings: SamplerSettings, decode_params=None, *,
+             fixed_labels=None, fixed_mask=None, replay: Replay | None = None) -> SampleOutput:
+    """Samples one row per key.
+
+    Args:
+      params: the model params (apply_fn's first argument).
+      cond, uncond: pytrees, the conditioning of every row and its unconditional counterpart.
+      keys: typed PRNG keys [B], one per row (refine.row_keys).
+      settings: SamplerSettings (traced).
+      decode_params: decode_fn's params.
+      fixed_labels, fixed_mask: None, or int32 / bool [B, *grid, D]: labels held as given.
+      replay: None, or a Replay whose draws replace the random ones.
+
+    Returns:
+      SampleOutput.
+    """
     settings = settings.as_arrays()
-    class_labels = shard_batch(jnp.asarray(class_labels, jnp.int32))
-    batch = class_labels.shape[0]
-    init_keys, keys = jnp.moveaxis(jax.vmap(jax.random.split)(row_keys(key, batch)), 1, 0)
-    random_labels = jax.vmap(
-        lambda k: jax.random.randint(k, (h, w, dim), 0, classes, jnp.int32))(init_keys)
+    _check_inputs(spec, keys, fixed_labels, fixed_mask, replay, settings)
+    batch = keys.shape[0]
+    init_keys, keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    if replay is None:
+      random_labels = jax.vmap(
+          lambda k: jax.random.randint(k, label_shape, 0, values, jnp.int32))(init_keys)
+    else:
+      random_labels = jnp.asarray(replay.init_labels, jnp.int32)
+    free = None
+    if fixed_labels is not None:
+      fixed_labels = jnp.asarray(fixed_labels, jnp.int32)
+      random_labels = jnp.where(fixed_mask, fixed_labels, random_labels)
+      free = jnp.logical_not(fixed_mask)
     random_labels = shard_batch(random_labels)
     bound = spec.loop_bound
     trace = None
     if spec.trace:
+      labels_trace = jnp.zeros((bound + 1, batch) + label_shape, jnp.int32)
       trace = dict(
-          labels=jnp.zeros((bound + 1, batch, h, w, dim), jnp.int32).at[0].set(random_labels),
-          pred=jnp.zeros((bound, batch, h, w, dim), jnp.int32),
-          keep=jnp.zeros((bound, batch, h, w, dim), bool),
+          labels=labels_trace.at[0].set(random_labels),
+          pred=jnp.zeros((bound, batch) + label_shape, jnp.int32),
+          keep=jnp.zeros((bound, batch) + label_shape, bool),
           active=jnp.zeros((bound, batch), bool),
           entropy=jnp.zeros((bound, batch), jnp.float32),
           keep_ratio=jnp.zeros((bound, batch), jnp.float32))
+      if spec.trace_probs:
+        trace["probs"] = jnp.zeros((bound, batch) + label_shape + (values,), jnp.float32)
     state = LoopState(
         step=jnp.zeros((), jnp.int32), labels=random_labels, random_labels=random_labels,
-        pred=random_labels, total_steps=jnp.full((batch,), spec.num_steps, jnp.int32),
+        pred=random_labels, realised=jnp.zeros((batch,), jnp.float32),
+        total_steps=jnp.full((batch,), spec.num_steps, jnp.int32),
         done=jnp.zeros((batch,), bool), entropy=jnp.zeros((batch,), jnp.float32),
         row_nfe=jnp.zeros((batch,), jnp.int32), nfe=jnp.zeros((), jnp.int32), trace=trace)
 
@@ -288,13 +286,16 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
       step_keys = jax.vmap(lambda k: jax.random.fold_in(k, s.step))(keys)
       split = jax.vmap(jax.random.split)(step_keys)
       sample_keys, keep_keys = split[:, 0], split[:, 1]
-      u = schedules.progress(s.step, s.total_steps, spec.num_steps, spec.warmup_steps)
-      t = schedules.keep_ratio(u, spec.schedule, settings.schedule_shift)
+      if spec.model_keep_ratio == "realised":
+        t = s.realised
+      else:
+        t = scheduled(settings, s.step, s.total_steps)
       active = jnp.logical_not(s.done)
-      need_cfg = guidance.interval_active(t, settings.cfg_scale, settings.cfg_low,
-                                          settings.cfg_high) & active
-      cond, guided, passes = forward(params, s.labels, t, class_labels, need_cfg, settings)
-      entropy_now = normalized_entropy(cond)
+      need_cfg = guidance.active(t, settings.cfg_scale, settings.cfg_low, settings.cfg_high,
+                                 spec.guidance) & active
+      cond_logits, guided, passes = forward(params, s.labels, t, cond, uncond, need_cfg,
+                                            settings)
+      entropy_now = normalized_entropy(cond_logits, free)
       total = s.total_steps
       measure = active & (s.step == min(spec.warmup_steps, bound - 1))
       if spec.adaptive:
@@ -303,18 +304,35 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
       entropy = jnp.where(measure | (active & (s.step < spec.warmup_steps)), entropy_now,
                           s.entropy)
       logits = guided / settings.temperature
-      pred = jax.vmap(lambda k, l: jax.random.categorical(k, l, axis=-1))(
-          sample_keys, logits).astype(jnp.int32)
-      u_next = schedules.progress(s.step + 1, total, spec.num_steps, spec.warmup_steps)
-      t_next = schedules.keep_ratio(u_next, spec.schedule, settings.schedule_shift)
+      if replay is None:
+        pred = jax.vmap(lambda k, l: jax.random.categorical(k, l, axis=-1))(
+            sample_keys, logits).astype(jnp.int32)
+      else:
+        pred = jnp.asarray(replay.samples[s.step], jnp.int32)
+      if fixed_labels is not None:
+        pred = jnp.where(fixed_mask, fixed_labels, pred)
+      t_next = scheduled(settings, s.step + 1, total)
       last = s.step + 1 >= total
-      t_next = jnp.where(last, 1.0, t_next)
-      log_probs = jax.nn.log_softmax(logits, -1)
-      pred_logp = jnp.take_along_axis(log_probs, pred[..., None], -1)[..., 0]
-      keep = _keep_mask(keep_keys, pred_logp, t_next, spec.keep_mode)
-      keep = keep | last[:, None, None, None]
+      if spec.stop_rule is not None:
+        stop = spec.stop_rule(t, t_next, s.step) & active
+        last = last | stop
+        total = jnp.where(stop, s.step + 1, total)
+      if schedule.final_keep_all:
+        t_next = jnp.where(last, 1.0, t_next)
+      if replay is not None:
+        keep = replay.uniforms[s.step] < _rows(t_next, ndim)
+      elif spec.keep_mode == "confidence":
+        log_probs = jax.nn.log_softmax(logits, -1)
+        keep = _confident_keep(
+            jnp.take_along_axis(log_probs, pred[..., None], -1)[..., 0], t_next)
+      else:
+        keep = _random_keep(keep_keys, label_shape, t_next)
+      if schedule.final_keep_all:
+        keep = keep | _rows(last, ndim)
+      if fixed_labels is not None:
+        keep = keep | fixed_mask
       new_labels = jnp.where(keep, pred, s.random_labels)
-      rows = active[:, None, None, None]
+      rows = _rows(active, ndim)
       out = s.replace(
           step=s.step + 1,
           labels=shard_batch(jnp.where(rows, new_labels, s.labels)),
@@ -324,16 +342,30 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
           entropy=entropy,
           row_nfe=s.row_nfe + jnp.where(active, 1 + need_cfg.astype(jnp.int32), 0),
           nfe=s.nfe + passes * jnp.sum(active).astype(jnp.int32))
+      if spec.model_keep_ratio == "realised":
+        flat = keep.reshape(batch, -1)
+        kept = jnp.sum(flat, axis=1, dtype=jnp.int32)
+        # float32(kept / n) correctly rounded, as the reference's mask.float().mean(): XLA
+        # turns a division by the constant n into a product with 1 / n (off by an ulp), so n
+        # is counted at run time.
+        count = kept + jnp.sum(~flat, axis=1, dtype=jnp.int32)
+        out = out.replace(realised=jnp.where(
+            active, kept.astype(jnp.float32) / count.astype(jnp.float32), s.realised))
       if spec.trace:
         tr = s.trace
-        out = out.replace(trace=dict(
+        new_trace = dict(
             labels=tr["labels"].at[s.step + 1].set(out.labels),
             pred=tr["pred"].at[s.step].set(out.pred),
             # A frozen row holds its final prediction everywhere: all kept, nothing changes.
             keep=tr["keep"].at[s.step].set(keep | ~rows),
             active=tr["active"].at[s.step].set(active),
             entropy=tr["entropy"].at[s.step].set(jnp.where(active, entropy_now, 0.0)),
-            keep_ratio=tr["keep_ratio"].at[s.step].set(jnp.where(active, t, 1.0))))
+            keep_ratio=tr["keep_ratio"].at[s.step].set(jnp.where(active, t, 1.0)))
+        if spec.trace_probs:
+          probs = jax.nn.softmax(logits, -1)
+          new_trace["probs"] = tr["probs"].at[s.step].set(
+              jnp.where(_rows(active, probs.ndim), probs, 0.0))
+        out = out.replace(trace=new_trace)
       return out
 
     final = jax.lax.while_loop(cond_fn, body_fn, state)
@@ -362,13 +394,15 @@ def _cached_jit(apply_fn, spec: SamplerSpec, decode_fn):
   return jax.jit(make_sampler(apply_fn, spec, decode_fn))
 
 
-def jitted_sampler(apply_fn, spec: SamplerSpec, decode_fn=None):
+def jitted_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
+                   decode_fn: Callable[[Any, jax.Array], Any] | None = None
+                   ) -> Callable[..., SampleOutput]:
   """One jitted sampler per (apply_fn, spec, decode_fn): repeated calls reuse the compilation."""
   return _cached_jit(apply_fn, spec, decode_fn)
 
 
 def refinement_maps(trace: dict) -> dict[str, jax.Array]:
-  """Per-step maps of the paper's framework figure, bool [steps, B, h, w, D].
+  """Per-step maps of the paper's framework figure, bool [steps, B, *grid, D].
 
   Whether a label holds a prediction (rather than its random label) before and after step i:
     filled: random before, prediction after;
@@ -378,3 +412,4 @@ def refinement_maps(trace: dict) -> dict[str, jax.Array]:
   keep = jnp.asarray(trace["keep"])
   before = jnp.concatenate([jnp.zeros_like(keep[:1]), keep[:-1]])
   return dict(kept=keep & before, filled=keep & ~before, erased=before & ~keep)
+

@@ -16,17 +16,30 @@ Progress for step i with a budget of `total` steps, after `warmup` steps on the 
   u_i = i / base                                       for i <= warmup
   u_i = warmup / base + (1 - warmup / base) (i - warmup) / (total - warmup)   otherwise.
 With total == base this is i / base, the official fixed grid.
+
+`Schedule` is the static structure the sampler compiles: the kind, where u reaches 1 (at each
+row's budget as above, or on a fixed grid of `grid_steps` intervals, independent of the budget:
+the official T2I/T2V `u_i = min(1, i / (Tmax - 1))`), a cap on t (official T2I/T2V: 0.999) and
+whether the last step keeps every prediction (official C2I: t_next = 1 at the last step).
 """
 
+import dataclasses
+
 import jax.numpy as jnp
+import numpy as np
 
 SCHEDULES = ("linear", "cosine", "shifted")
+# Official T2I/T2V HEAD: next_pt = 0.999 * (1 - cos(pi/2 * shift_pt(min(1, (i+1)/(Tmax-1))))).
+OFFICIAL_T2IV_MAX_KEEP = 0.999
 
 
 def shift_keep_ratio(u, shift):
-  """Official `shift_pt`: more noise for shift > 1; identity for shift == 1."""
-  noise = 1.0 - u
-  return 1.0 - shift * noise / (1.0 + (shift - 1.0) * noise)
+  """Official `shift_pt`: more noise for shift > 1; identity for shift == 1.
+
+  1 - a (1 - u) / (1 + (a - 1)(1 - u)) written as u / (1 + (a - 1)(1 - u)): the same value
+  without the cancellation of 1 - (1 - u) in float32 at small u.
+  """
+  return u / (1.0 + (shift - 1.0) * (1.0 - u))
 
 
 def keep_ratio(u, kind: str, shift=1.0):
@@ -35,7 +48,8 @@ def keep_ratio(u, kind: str, shift=1.0):
   if kind == "linear":
     return u
   if kind == "cosine":
-    return 1.0 - jnp.cos(0.5 * jnp.pi * shift_keep_ratio(u, shift))
+    # 1 - cos(x) as 2 sin^2(x / 2): no cancellation in float32 at small x (the first steps).
+    return 2.0 * jnp.square(jnp.sin(0.25 * jnp.pi * shift_keep_ratio(u, shift)))
   if kind == "shifted":
     return shift_keep_ratio(u, shift)
   raise ValueError(f"unknown schedule {kind!r}; choose from {SCHEDULES}.")
@@ -50,3 +64,64 @@ def progress(step, total, base: int, warmup: int):
   u_rest = warmup / base + (1.0 - warmup / base) * (step - warmup) / rest
   u = jnp.where(step <= warmup, u_warm, u_rest)
   return jnp.where(step >= total, 1.0, jnp.clip(u, 0.0, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The static structure of a keep-ratio schedule (one compiled program per schedule).
+
+  Attributes:
+    kind: 'linear' | 'cosine' | 'shifted', t = max_keep * kind(u) (the shift is traced).
+    grid_steps: 0: u reaches 1 at each row's budget (`progress`: the C2I grid, stretched after
+      the warm-up for entropy-guided budgets); G > 0: u_i = min(1, i / G) whatever the budget
+      (the official T2I/T2V grid, G = Tmax - 1).
+    max_keep: the cap of t (official T2I/T2V: 0.999, so no step keeps every prediction).
+    final_keep_all: the last step of a row keeps every prediction (t_next = 1), as in the
+      official C2I loop. Either way the sampler's output is the last step's prediction.
+  """
+  kind: str = "linear"
+  grid_steps: int = 0
+  max_keep: float = 1.0
+  final_keep_all: bool = True
+
+  def __post_init__(self):
+    if self.kind not in SCHEDULES:
+      raise ValueError(f"sample.schedule must be one of {SCHEDULES}, got {self.kind!r}.")
+    if self.grid_steps < 0:
+      raise ValueError(f"schedule grid_steps must be >= 0, got {self.grid_steps}.")
+    if not 0.0 < self.max_keep <= 1.0:
+      raise ValueError(f"schedule max_keep must be in (0, 1], got {self.max_keep}.")
+
+  def keep_ratio_at(self, step, total, base: int, warmup: int, shift) -> jnp.ndarray:
+    """t after `step` completed steps (int array) of rows with budgets `total` [B]: float32 [B]."""
+    if self.grid_steps:
+      u = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / self.grid_steps)
+      u = jnp.broadcast_to(u, jnp.shape(total))
+    else:
+      u = progress(step, total, base, warmup)
+    return self.max_keep * keep_ratio(u, self.kind, shift)
+
+  def host_table(self, num_steps: int, shift: float) -> np.ndarray:
+    """t_next of steps 0 .. num_steps - 1 of a fixed budget, in float64 rounded once to float32.
+
+    For a sampler whose keep uniforms are compared with a reference computed in float64 (the
+    official code computes its schedule in numpy): pass it as SamplerSettings.keep_table. The
+    last step's t_next = 1 of `final_keep_all` is applied by the sampler, not stored here.
+    """
+    u = np.arange(1, num_steps + 1, dtype=np.float64)
+    if self.grid_steps:
+      u = np.minimum(1.0, u / self.grid_steps)
+    else:
+      u = np.minimum(1.0, u / num_steps)
+    noise = 1.0 - u
+    shifted = 1.0 - shift * noise / (1.0 + (shift - 1.0) * noise)
+    t = {"linear": u, "cosine": 1.0 - np.cos(0.5 * np.pi * shifted), "shifted": shifted}
+    return (self.max_keep * t[self.kind]).astype(np.float32)
+
+
+def official_t2iv(schedule_steps: int) -> Schedule:
+  """The official T2I/T2V HEAD schedule for `complexity_aware_Tmax` = schedule_steps."""
+  if schedule_steps < 2:
+    raise ValueError(f"schedule_steps (official Tmax) must be >= 2, got {schedule_steps}.")
+  return Schedule(kind="cosine", grid_steps=schedule_steps - 1,
+                  max_keep=OFFICIAL_T2IV_MAX_KEEP, final_keep_all=False)

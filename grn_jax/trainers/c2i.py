@@ -39,7 +39,7 @@ from grn_jax.data import pipeline
 from grn_jax.models import build_c2i
 from grn_jax.models import tokenizer as tokenizer_model
 from grn_jax.models import validate_model_config
-from grn_jax.sampling import api as sampling_api
+from grn_jax.sampling import c2i as c2i_sampling
 from grn_jax.trainers import state as state_lib
 
 CONFIG_FIELDS = ("task", "mode", "seed", "model", "tokenizer", "data", "train", "optim",
@@ -67,7 +67,7 @@ def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[
   config_check.check_fields(config.data, "data", pipeline.DATA_FIELDS)
   state_lib.check_sections(config)
   config_check.check_fields(config.corruption, "corruption", CORRUPTION_FIELDS)
-  config_check.check_fields(config.sample, "sample", sampling_api.SAMPLE_FIELDS)
+  config_check.check_fields(config.sample, "sample", c2i_sampling.SAMPLE_FIELDS)
   config_check.check_fields(config.eval, "eval", evaluation.EVAL_FIELDS)
   config_check.check_fields(config.mesh, "mesh", sharding.MESH_AXES)
   sharding.rules_from_config(config.sharding_rules)
@@ -252,4 +252,4 @@ class C2ITask:
       return None
     config = self.config
     return lambda state, batch: {"samples": np.asarray(tokenizer_io.to_uint8(
-        sampling_api.sample_grid_fn(config, sampling_params(state, config.sample.params))))}
+        c2i_sampling.sample_grid_fn(config, sampling_params(state, config.sample.params))))}

@@ -9,6 +9,7 @@ from grn_jax import hbq
 from grn_jax import tokenizer_io
 from grn_jax.sampling import animate
 from grn_jax.sampling import refine
+from grn_jax.sampling.spec import SamplerSettings, SamplerSpec
 from tests.sampling.scripted_model import ScriptedModel
 
 
@@ -20,12 +21,13 @@ def tiny_decode(params, latent):
 
 def test_trace_previews_and_animation(tmp_path):
   model = ScriptedModel((3, 3, 4), 4, [3.0, 0.0])
-  spec = refine.SamplerSpec(label_shape=(3, 3, 4), label_classes=4, null_class=5, hbq_rounds=2,
-                            label_mode="ind", num_steps=6, adaptive=True, warmup_steps=2,
-                            min_steps=3, max_steps=8, trace=True, trace_previews=True)
+  spec = SamplerSpec(label_shape=(3, 3, 4), label_values=4, hbq_rounds=2, label_mode="ind",
+                     num_steps=6, adaptive=True, warmup_steps=2, min_steps=3, max_steps=8,
+                     trace=True, trace_previews=True)
+  cond = jnp.array([0, 1])
   out = jax.jit(refine.make_sampler(model, spec, tiny_decode))(
-      None, jnp.array([0, 1]), jax.random.key(0),
-      refine.SamplerSettings(entropy_k=10.0, entropy_b=-5.0))
+      None, cond, jnp.full_like(cond, 5), refine.row_keys(jax.random.key(0), 2),
+      SamplerSettings(entropy_k=10.0, entropy_b=-5.0))
   trace = jax.device_get(out.trace)
   steps = np.asarray(out.steps)
   assert steps[0] < steps[1] == 7  # 2 + round(10 H - 5), H = 1 for the flat row
@@ -46,6 +48,16 @@ def test_trace_previews_and_animation(tmp_path):
   with Image.open(gif) as im:
     assert im.n_frames == 8
   assert Image.open(png).size == (4 * 12, 2 * 2 * 12)
+  # Upscaled 2x (nearest): the same frames, every pixel a 2x2 block, headers unscaled.
+  big = animate.refinement_frames(trace, steps, scale=2)
+  assert big.shape == (8, 2 * (24 + animate.HEADER), 72, 3)
+  np.testing.assert_array_equal(big[:, animate.HEADER:animate.HEADER + 24:2, 0:72:2],
+                                frames[:, animate.HEADER:animate.HEADER + 12])
+  gif, png = animate.write_animation(trace, steps, str(tmp_path / "big"), fps=1000 / 120,
+                                     columns=4, scale=2)
+  with Image.open(gif) as im:
+    assert im.info["duration"] == 120  # 1000 / fps rounded, not truncated to 119
+  assert Image.open(png).size == (4 * 24, 2 * 2 * 24)
 
 
 def test_map_image_colours():

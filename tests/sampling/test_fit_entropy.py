@@ -9,6 +9,7 @@ import pytest
 
 from grn_jax.sampling import fit_entropy
 from grn_jax.sampling import refine
+from grn_jax.sampling.spec import SamplerSettings, SamplerSpec
 
 
 def test_fit_entropy_map_recovers_known_constants(tmp_path):
@@ -20,10 +21,9 @@ def test_fit_entropy_map_recovers_known_constants(tmp_path):
   fit = fit_entropy.fit_entropy_map(h, steps, entropy_budget="total")
   assert fit["b"] == pytest.approx(2.0)
   # The fitted map reproduces the steps through the sampler's own budget function.
-  spec = refine.SamplerSpec(label_shape=(1, 1, 1), label_classes=2, null_class=1,
-                            hbq_rounds=1, label_mode="ind", adaptive=True, warmup_steps=5,
-                            min_steps=10, max_steps=50)
-  settings = refine.SamplerSettings(entropy_k=30.0, entropy_b=-3.0).as_arrays()
+  spec = SamplerSpec(label_shape=(1, 1, 1), label_values=2, hbq_rounds=1, label_mode="ind",
+                     adaptive=True, warmup_steps=5, min_steps=10, max_steps=50)
+  settings = SamplerSettings(entropy_k=30.0, entropy_b=-3.0).as_arrays()
   np.testing.assert_array_equal(refine.budget_from_entropy(jnp.asarray(h), spec, settings),
                                 np.clip(np.round(steps), 10, 50))
   with pytest.raises(ValueError, match="two different entropies"):

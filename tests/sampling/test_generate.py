@@ -1,5 +1,7 @@
-"""Generation at scale: PNGs + npz from restored params, resumable by index, sharded."""
+"""Generation at scale: PNGs + npz from restored params, resumable by index, sharded; the
+family-free core with a family of its own."""
 
+import dataclasses
 import functools
 import os
 
@@ -11,12 +13,16 @@ import pytest
 
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
+from grn_jax import hbq
 from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.models import build_c2i
 from grn_jax.models import build_tokenizer
-from grn_jax.sampling import api
+from grn_jax.sampling import c2i
 from grn_jax.sampling import generate
+from grn_jax.sampling import refine
+from grn_jax.sampling.spec import SamplerSettings, SamplerSpec
+from tests.sampling.scripted_model import ScriptedModel
 
 
 def random_params(init_fn, *args, seed=0):
@@ -67,37 +73,57 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
   # The images are the tokenizer decode of the sampled labels (same per-index keys).
   tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer)
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(8))
-  out = api.sample(config, params, np.arange(8) % 10, keys,
+  out = c2i.sample(config, params, np.arange(8) % 10, keys,
                    decode=(tokenizer_io.Uint8Decode(tokenizer_io.TokenizerDecode(tok_module)),
                            tok_params))
   np.testing.assert_array_equal(out.images, first["images"][:8])
+  assert summary_record_is_the_family_record(config)
 
   # Kill-and-resume: indices 3.. are missing; the new batches (3..10, ...) hold other rows than
   # before, yet every index reproduces its image exactly.
   for i in range(3, 10):
     os.remove(out_dir / f"{i:06d}.png")
   os.remove(path)
-  summary = generate.generate(config, params, tokenizer_io.TokenizerDecode(tok_module),
-                              tok_params, str(out_dir), show_progress=False)
+  family = c2i.C2IGeneration(config)
+  summary = generate.generate(family, params, tokenizer_io.TokenizerDecode(tok_module),
+                              tok_params, str(out_dir), **run_args(config))
   assert summary["start"] == 3 and summary["generated"] == 7 and summary["mean_steps"] == 2
-  generate.write_npz(str(out_dir), path, 10)
+  generate.write_npz(str(out_dir), path, 10, family.npz_fields)
   with np.load(path) as data:
+    assert sorted(data.files) == sorted(first)
     for k in first:
       np.testing.assert_array_equal(data[k], first[k])
-  summary = generate.generate(config, params, None, None, str(out_dir), show_progress=False)
+  summary = generate.generate(family, params, None, None, str(out_dir), **run_args(config))
   assert summary["generated"] == 0  # complete: nothing to do
 
 
-def test_generate_rejects_bad_batch_and_params(setup):
+def run_args(config):
+  return dict(batch_size=int(config.sample.batch_size), seed=int(config.sample.seed),
+              mesh=sharding.make_mesh(config.mesh), show_progress=False)
+
+
+def summary_record_is_the_family_record(config):
+  family = c2i.C2IGeneration(config)
+  summary = generate.generate(family, None, None, None, config.sample.output_dir,
+                              **run_args(config))  # complete: only the summary
+  return summary["record"] == dict(family.record(), seed=0) and summary["generated"] == 0
+
+
+def test_generate_rejects_bad_batch_params_and_task(setup):
   config, params, root = setup
   bad = config.copy_and_resolve_references()
   bad.sample.batch_size = 6
   with pytest.raises(ValueError, match="divisible"):
-    generate.generate(bad, params, None, None, str(root / "bad"), show_progress=False)
+    generate.generate(c2i.C2IGeneration(bad), params, None, None, str(root / "bad"),
+                      **run_args(bad))
   broken = dict(params)
   broken.pop(sorted(broken)[0])
   with pytest.raises(ValueError, match="do not match the model"):
-    generate.place_params(config, broken, sharding.make_mesh(config.mesh))
+    c2i.C2IGeneration(config).place_params(broken, sharding.make_mesh(config.mesh))
+  bad = config.copy_and_resolve_references()
+  bad.task = "t9"
+  with pytest.raises(ValueError, match="no generation family"):
+    generate.family_of(bad)
   nohub = config.copy_and_resolve_references()
   nohub.tokenizer.checkpoint = "hf://bytedance-research/GRN/x.ckpt"
   with pytest.raises(ValueError, match="converted params directory"):
@@ -118,3 +144,72 @@ def test_sampling_params_from_training_checkpoint(tmp_path):
   config.sample.params = "ema_5"
   with pytest.raises(ValueError, match="EMAs"):
     generate.load_sampling_params(config, str(tmp_path))
+
+
+class CountingFamily:
+  """A family of the core alone: index i is conditioned on i % 3, no tokenizer, no config."""
+
+  npz_fields = {"group": "grn_group"}
+
+  def __init__(self, total):
+    self.num_outputs = total
+    self.settings = SamplerSettings(cfg_scale=2.0)
+    self.model = ScriptedModel((2, 2, 3), 4, [4.0, 0.5, 9.0, 1.0])
+    self.spec = SamplerSpec(label_shape=(2, 2, 3), label_values=4, hbq_rounds=2,
+                            label_mode="ind", num_steps=3)
+
+  def conditions(self, indices):
+    return dict(group=(indices % 3).astype(np.int32))
+
+  def rows_fn(self, decode_fn):
+    return CountingRows(self.model, self.spec, decode_fn)
+
+  def metadata(self, index):
+    return {"grn_group": index % 3}
+
+  def place_params(self, params, mesh):
+    del mesh
+    return params
+
+  def record(self):
+    return dict(task="counting")
+
+
+@dataclasses.dataclass(frozen=True)
+class CountingRows:
+  model: ScriptedModel
+  spec: SamplerSpec
+  decode_fn: object
+
+  def __call__(self, params, conditions, keys, settings, decode_params):
+    group = conditions["group"]
+    return refine.jitted_sampler(self.model, self.spec, self.decode_fn)(
+        params, group, jnp.full_like(group, 3), keys, settings, decode_params)
+
+
+def pixel_decode(params, latent):
+  """latent [B, 2, 2, 2] -> 'images' [B, 4, 4, 3] in [-1, 1]."""
+  del params
+  return jnp.repeat(jnp.repeat(latent[..., :1], 2, axis=1), 2, axis=2).repeat(3, axis=-1)
+
+
+def test_the_core_serves_any_family(tmp_path):
+  family = CountingFamily(11)
+  mesh = sharding.make_mesh({"data": -1})
+  summary = generate.generate(family, None, pixel_decode, None, str(tmp_path), batch_size=8,
+                              seed=5, mesh=mesh, show_progress=False)
+  assert summary["generated"] == 11 and summary["record"] == dict(task="counting", seed=5)
+  generate.write_npz(str(tmp_path), str(tmp_path / "s.npz"), 11, family.npz_fields)
+  with np.load(tmp_path / "s.npz") as data:
+    assert sorted(data.files) == ["entropy", "group", "images", "nfe", "steps"]
+    np.testing.assert_array_equal(data["group"], np.arange(11) % 3)
+    np.testing.assert_array_equal(data["steps"], 3)
+    images = data["images"]
+  assert images.shape == (11, 4, 4, 3) and images.dtype == np.uint8
+  # Image i is the decode of the loop's sample with key fold_in(key(5), i).
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(5), i))(jnp.arange(11))
+  group = jnp.arange(11) % 3
+  out = refine.jitted_sampler(family.model, family.spec)(
+      None, group, jnp.full_like(group, 3), keys, family.settings)
+  latent = hbq.dequantize(out.labels, 2, "ind")
+  np.testing.assert_array_equal(images, tokenizer_io.to_uint8(pixel_decode(None, latent)))

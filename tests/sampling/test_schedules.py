@@ -1,4 +1,4 @@
-"""Keep-ratio schedules and the stretched adaptive grid: golden values."""
+"""Keep-ratio schedules, the stretched adaptive grid, the official T2I/T2V grid: golden values."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -24,3 +24,40 @@ def test_schedules_golden_values():
                              [.1, .55, 1.0], atol=1e-6)
   with pytest.raises(ValueError, match="schedule"):
     schedules.keep_ratio(u, "cosinus")
+
+
+def test_cosine_is_accurate_at_small_keep_ratios():
+  # The first steps of the T2I/T2V grid: relative error of float32, not absolute.
+  u = np.array([1e-3, 1e-2, 2e-2], np.float64)
+  exact = 1 - np.cos(np.pi / 2 * u)
+  np.testing.assert_allclose(schedules.keep_ratio(jnp.asarray(u, jnp.float32), "cosine"),
+                             exact, rtol=1e-6)
+
+
+def test_official_t2iv_schedule_and_host_table():
+  # next_pt(i) = 0.999 (1 - cos(pi/2 shift(min(1, (i + 1) / (Tmax - 1)), a))), Tmax = 50.
+  schedule = schedules.official_t2iv(50)
+  assert (schedule.grid_steps, schedule.max_keep, schedule.final_keep_all) == (49, 0.999, False)
+  steps = np.arange(50)
+  for shift in (1.0, 3.0):
+    u = np.minimum(1.0, (steps + 1) / 49)
+    noise = 1 - u
+    shifted = 1 - shift * noise / (1 + (shift - 1) * noise)
+    reference = (1 - np.cos(np.pi / 2 * shifted)) * 0.999
+    table = schedule.host_table(50, shift)
+    assert table.dtype == np.float32
+    np.testing.assert_array_equal(table, reference.astype(np.float32))  # float64, rounded once
+    in_graph = schedule.keep_ratio_at(jnp.asarray(steps + 1), jnp.full((50,), 50), 50, 5, shift)
+    np.testing.assert_allclose(in_graph, reference, rtol=2e-6, atol=1e-7)
+  assert table[-1] == np.float32(0.999) and table[48] == table[49]  # capped, flat after Tmax - 1
+  # The C2I default: u reaches 1 at the budget, no cap; its host table is linspace(0, 1)[1:].
+  np.testing.assert_allclose(schedules.Schedule().host_table(4, 1.0), [.25, .5, .75, 1.0])
+  # Budgets 4 (= base) and 7 after a warm-up of 1: u_2 = 2 / 4 and 1 / 4 + 3 / 4 * 1 / 6.
+  np.testing.assert_allclose(schedules.Schedule().keep_ratio_at(jnp.array(2), jnp.array([4, 7]),
+                                                                4, 1, 1.0), [.5, .375])
+  with pytest.raises(ValueError, match="Tmax"):
+    schedules.official_t2iv(1)
+  with pytest.raises(ValueError, match="max_keep"):
+    schedules.Schedule(max_keep=1.5)
+  with pytest.raises(ValueError, match="sample.schedule"):
+    schedules.Schedule(kind="cosinus")
