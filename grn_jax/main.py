@@ -7,7 +7,8 @@ r"""grn_jax entry point.
   python -m grn_jax.main --config=configs/tokenizer.py:variant=tiny --workdir=DIR   # tokenizer
 
 `config.task` names the model family: --mode=train runs its task in the one training loop
-(grn_jax/trainers/loop.py, whose TASKS registry knows c2i and tokenizer); sample and demo run the
+(grn_jax/trainers/loop.py; the TASKS registry of grn_jax/trainers/task.py knows c2i and
+tokenizer); sample and demo run the
 C2I family. `--mode` defaults to `config.mode`. `main(argv)` is importable from a notebook;
 `run(mode, config, workdir)` is the plain-Python form of the same thing. Both check every section
 of the config first, so an unknown or missing field fails at start-up, naming it.
@@ -40,11 +41,11 @@ def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) 
   name them)."""
   # pylint: disable=g-import-not-at-top
   from grn_jax import config_check
-  from grn_jax.trainers import loop
+  from grn_jax.trainers import task as task_lib
   # pylint: enable=g-import-not-at-top
   if "task" not in config:
-    raise ValueError(f"config.task is missing; set it to one of {tuple(loop.TASKS)}.")
-  task_cls = loop.task_class(config.task)
+    raise ValueError(f"config.task is missing; set it to one of {tuple(task_lib.TASKS)}.")
+  task_cls = task_lib.task_class(config.task)
   task_cls.validate_config(config, extra_sections=DEMO_SECTIONS if config.task == "c2i" else ())
   if config.mode not in MODES:
     raise ValueError(f"config.mode={config.mode!r} must be one of {MODES}.")

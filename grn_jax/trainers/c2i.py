@@ -41,6 +41,7 @@ from grn_jax.models import tokenizer as tokenizer_model
 from grn_jax.models import validate_model_config
 from grn_jax.sampling import c2i as c2i_sampling
 from grn_jax.trainers import state as state_lib
+from grn_jax.trainers import task as task_lib
 
 CONFIG_FIELDS = ("task", "mode", "seed", "model", "tokenizer", "data", "train", "optim",
                  "corruption", "sample", "eval", "mesh", "sharding_rules")
@@ -198,7 +199,7 @@ def sampling_params(state: state_lib.TrainState, name: str):
 
 
 class C2ITask:
-  """The C2I family for grn_jax.trainers.loop (see loop.Task)."""
+  """The C2I family for grn_jax.trainers.loop (a trainers.task.Task)."""
   param_groups = PARAM_GROUPS
   metrics = C2IMetrics
   validate_config = staticmethod(validate_config)
@@ -218,20 +219,22 @@ class C2ITask:
               jnp.zeros((batch_size,), jnp.int32))
     return self.model.init(key, *inputs)["params"]
 
-  def batch_spec(self):
+  def batch_spec(self) -> task_lib.BatchSpec:
     h, w, d = pipeline.label_shape(self.config.model)
     batch = self.config.train.global_batch_size
     return {"labels": (jax.ShapeDtypeStruct((batch, h, w, d), jnp.int32),
                        ("batch", None, None, None)),
             "class_labels": (jax.ShapeDtypeStruct((batch,), jnp.int32), ("batch",))}
 
-  def loss(self, params, batch, key):
+  def loss(self, params: Any, batch: dict[str, jax.Array], key: jax.Array
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
     return train_loss(params, batch, key, apply_fn=self._apply, config=self.config)
 
   def input_iterator(self, dataset, rows: tuple[int, int]) -> pipeline.TrainIterator:
     return pipeline.build_train_iterator(self.config, dataset, rows)
 
-  def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, Any]):
+  def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, Any]
+                   ) -> Callable[[dict[str, np.ndarray]], dict[str, jax.Array]]:
     """Label batches go to the devices as they are; image batches (tfds, folder) through the
     frozen HBQ tokenizer, inside one jit."""
     put = lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x))
@@ -246,7 +249,7 @@ class C2ITask:
   def model_flops_per_example(self) -> float:
     return flops.c2i_train_flops_per_example(self.config.model)
 
-  def sample_hook(self):
+  def sample_hook(self) -> task_lib.SampleHook | None:
     """A class grid of config.sample.params every train.sample_every_steps (if > 0)."""
     if self.config.train.sample_every_steps <= 0:
       return None

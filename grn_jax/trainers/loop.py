@@ -4,9 +4,10 @@
   state = loop.train(config, workdir)                    # the family comes from config.task
   compiled = loop.compile_train_step(config, mesh)       # the same step, compiled, no arrays
 
-A family brings a `Task` (grn_jax/trainers/c2i.py, tokenizer.py; `TASKS` names them): how to
-init its params, its pure loss, its batch spec, its input iterator, the host -> device batch
-preparation, its metrics and its sampling hook. The loop does the rest, the same for all:
+A family brings a task (grn_jax/trainers/task.py: the protocol and the TASKS registry; c2i.py,
+tokenizer.py): how to init its params, its pure loss, its batch spec, its input iterator, the host
+-> device batch preparation, its metrics and its sampling hook. The loop does the rest, the same
+for all:
 
   * mesh ('data', 'fsdp', 'tensor') from config.mesh; the state is sharded by the logical axis
     rules: eval_shape(init) -> partition specs -> jit(init, out_shardings);
@@ -32,21 +33,18 @@ numbers of an uninterrupted one, and (partitionable threefry) the same on any me
 """
 
 import dataclasses
-import importlib
 import signal
 import threading
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 from clu import metric_writers
-from clu import metrics as clu_metrics
 from clu import periodic_actions
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from grn_jax import checkpointing
@@ -54,80 +52,21 @@ from grn_jax import flops
 from grn_jax import sharding
 from grn_jax.data import pipeline
 from grn_jax.trainers import metrics as metrics_lib
+from grn_jax.trainers import task as task_lib
 from grn_jax.trainers import state as state_lib
 
-# config.task -> "module:Task class". A new family adds one line.
-TASKS = {
-    "c2i": "grn_jax.trainers.c2i:C2ITask",
-    "tokenizer": "grn_jax.trainers.tokenizer:TokenizerTask",
-}
 # Signals that make the run save a checkpoint and stop.
 STOP_SIGNALS = (signal.SIGTERM,)
 
-BatchSpec = dict[str, tuple[jax.ShapeDtypeStruct, tuple[str | None, ...]]]
 # hook(step, scalars): after every step; `scalars` holds the metrics at the steps they are flushed.
 Hook = Callable[[int, dict[str, float] | None], None]
-SampleHook = Callable[[state_lib.TrainState, dict[str, jax.Array]], dict[str, np.ndarray]]
-
-
-class Task(Protocol):
-  """What a model family gives the loop (constructed from the whole config)."""
-  param_groups: state_lib.ParamGroups    # frozen and no-decay leaf names
-  metrics: type[clu_metrics.Collection]  # built from the `outputs` of `loss`, every step
-  tokens_per_example: int                # for the tokens/s rate
-  compute_dtype: str                     # the dtype of the MFU's measured matmul peak
-
-  @staticmethod
-  def validate_config(config: ml_collections.ConfigDict,
-                      extra_sections: Sequence[str] = ()) -> None:
-    """Every section the family reads; errors name the field."""
-
-  def init_params(self, key: jax.Array, batch_size: int) -> Any:
-    """Params (boxed with logical axes), traced inside the jitted init; `batch_size` is the
-    number of batch shards, a batch the init inputs may use."""
-
-  def batch_spec(self) -> BatchSpec:
-    """The step's global batch: name -> (ShapeDtypeStruct, logical axis names)."""
-
-  def loss(self, params: Any, batch: dict[str, jax.Array], key: jax.Array
-           ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Pure: (float32 [] loss to minimise, outputs for `metrics`)."""
-
-  def input_iterator(self, dataset: Any, rows: tuple[int, int]) -> pipeline.TrainIterator:
-    """This process's rows [start, stop) of every global batch, as numpy."""
-
-  def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, jax.sharding.Sharding]
-                   ) -> Callable[[dict[str, np.ndarray]], dict[str, jax.Array]]:
-    """Host batch of this process -> the global device batch of `batch_spec`."""
-
-  def model_flops_per_example(self) -> float | None:
-    """Model FLOPs of one training example; None: the compiler's count of the step is used."""
-
-  def sample_hook(self) -> SampleHook | None:
-    """(state, device batch) -> images to write, or None for no sampling."""
 
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when the loss or gradient norm is NaN or inf."""
 
 
-def task_class(name: str) -> type:
-  """The Task class registered for config.task == name (ValueError naming the known ones)."""
-  if name not in TASKS:
-    raise ValueError(f"config.task={name!r} is not a training task; known tasks: "
-                     f"{', '.join(TASKS)}.")
-  module, cls = TASKS[name].split(":")
-  return getattr(importlib.import_module(module), cls)
-
-
-def make_task(config: ml_collections.ConfigDict) -> Task:
-  """The task of config.task, after checking every section it reads."""
-  cls = task_class(config.task)
-  cls.validate_config(config)
-  return cls(config)
-
-
-def _batch_shardings(task: Task, mesh: jax.sharding.Mesh, rules) -> dict[str, Any]:
+def _batch_shardings(task: task_lib.Task, mesh: jax.sharding.Mesh, rules) -> dict[str, Any]:
   return {name: jax.sharding.NamedSharding(mesh, nn.logical_to_mesh_axes(axes, rules))
           for name, (_, axes) in task.batch_spec().items()}
 
@@ -142,7 +81,7 @@ class TrainProgram:
     jitted: jit(step, in/out shardings, donate state and metrics):
       (state, batch, metrics) -> (state of step + 1, metrics merged with this step's).
   """
-  task: Task
+  task: task_lib.Task
   mesh: jax.sharding.Mesh
   tx: optax.GradientTransformation
   lr_fn: optax.Schedule
@@ -179,7 +118,8 @@ class TrainProgram:
 
 
 def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                  num_examples: int | None = None, task: Task | None = None) -> TrainProgram:
+                  num_examples: int | None = None, task: task_lib.Task | None = None
+                  ) -> TrainProgram:
   """The abstract state, shardings and jitted step of `config` on `mesh`; creates no array.
 
   Args:
@@ -189,7 +129,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       config.train.train_examples).
     task: the task, if already built from `config`.
   """
-  task = task or make_task(config)
+  task = task or task_lib.make_task(config)
   rules = sharding.rules_from_config(config.sharding_rules)
   tx = state_lib.make_optimizer(config, num_examples, task.param_groups)
   lr_fn = state_lib.learning_rate_fn(config, num_examples)
@@ -344,7 +284,7 @@ class _Reporter:
   """The one metrics flush (device metrics -> scalars, rates, MFU -> the clu writers) and the
   progress line."""
 
-  def __init__(self, config: ml_collections.ConfigDict, task: Task, workdir: str,
+  def __init__(self, config: ml_collections.ConfigDict, task: task_lib.Task, workdir: str,
                compiled: jax.stages.Compiled, mesh, step: int, num_steps: int, fresh: bool):
     train_cfg = config.train
     self.writer = metric_writers.create_default_writer(
@@ -391,7 +331,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
     dataset: in-memory data for config.data.source == 'arrays' (its form is the task's).
     hooks: called as hook(step, scalars) after every step (e.g. a progress bar).
   """
-  task = make_task(config)
+  task = task_lib.make_task(config)
   train_cfg = config.train
   mesh = sharding.make_mesh(config.mesh)
   check_batch(config, mesh)

@@ -18,7 +18,7 @@ folder, synthetic patterns, or in memory: data.source = 'arrays' with `dataset=i
 3]`, uint8 or float in [-1, 1]).
 """
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from clu import metrics as clu_metrics
 import flax
@@ -35,6 +35,7 @@ from grn_jax.data import pipeline
 from grn_jax.models import build_tokenizer
 from grn_jax.models import tokenizer as tokenizer_model
 from grn_jax.trainers import state as state_lib
+from grn_jax.trainers import task as task_lib
 
 CONFIG_FIELDS = ("task", "mode", "seed", "tokenizer", "data", "train", "optim",
                  "reconstruction", "mesh", "sharding_rules")
@@ -105,7 +106,7 @@ class TokenizerMetrics(clu_metrics.Collection):
 
 
 class TokenizerTask:
-  """The tokenizer family for grn_jax.trainers.loop (see loop.Task)."""
+  """The tokenizer family for grn_jax.trainers.loop (a trainers.task.Task)."""
   param_groups = state_lib.ParamGroups()
   metrics = TokenizerMetrics
   validate_config = staticmethod(validate_config)
@@ -121,19 +122,21 @@ class TokenizerTask:
     size = self.config.data.image_size
     return self.module.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"]
 
-  def batch_spec(self):
+  def batch_spec(self) -> task_lib.BatchSpec:
     size, batch = self.config.data.image_size, self.config.train.global_batch_size
     return {"images": (jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32),
                        ("batch", None, None, None))}
 
-  def loss(self, params, batch, key):
+  def loss(self, params: Any, batch: dict[str, jax.Array], key: jax.Array
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
     return reconstruction_loss(params, batch["images"], key, module=self.module,
                                recon=self.config.reconstruction)
 
   def input_iterator(self, dataset, rows: tuple[int, int]) -> pipeline.TrainIterator:
     return pipeline.build_image_iterator(self.config, dataset, rows)
 
-  def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, Any]):
+  def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, Any]
+                   ) -> Callable[[dict[str, np.ndarray]], dict[str, jax.Array]]:
     """uint8 images go to the devices as uint8 and become [-1, 1] there (from_uint8)."""
     target = shardings["images"]
     to_float = jax.jit(tokenizer_io.from_uint8, out_shardings=target)
@@ -150,7 +153,7 @@ class TokenizerTask:
   def model_flops_per_example(self) -> None:
     return None  # the compiler's count of the step (no scanned loops here)
 
-  def sample_hook(self):
+  def sample_hook(self) -> task_lib.SampleHook | None:
     """Every train.sample_every_steps (if > 0): the batch's first images (left) next to their
     HBQ reconstructions (right), uint8 [n, S, 2 S, 3]."""
     if self.config.train.sample_every_steps <= 0:
