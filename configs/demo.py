@@ -4,8 +4,8 @@ r"""The embedded demo: handwritten digits (scikit-learn), a tiny HBQ tokenizer a
 
 Trains the tokenizer on the 1,797 8x8 digits upsampled to 32x32 (latent grid 2x2), tokenizes
 them into HBQ labels, trains a class-conditional GRN on the labels with the C2I trainer and
-samples a class grid, a refinement animation and `samples.npz` (about 8-10 minutes on 2 CPU
-cores). `--config=configs/demo.py:size=test` is a seconds-long version for tests.
+samples a class grid, a refinement animation and `samples.npz` (about 8 minutes of CPU time;
+10.5 minutes on 2 CPU cores shared with other jobs, load average 5-9). `--config=configs/demo.py:size=test` is a seconds-long version for tests.
 
 The sections mirror configs/c2i.py (model, tokenizer, data, optim, sample, mesh,
 sharding_rules and the top-level training fields), so the C2I trainer and the sampler read this
