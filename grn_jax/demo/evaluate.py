@@ -9,7 +9,13 @@ same as the demo's training data) and applied to the samples:
   * Frechet distance between the classifier's hidden features of all 1,797 real digits and of
     the samples (grn_jax.evaluation.metrics, the FID formula, on a digits network; lower is
     better). For scale, the same distance between the 20% held-out real digits and all real
-    digits is printed as `real_floor`.
+    digits is printed as `real_floor`;
+  * within-class diversity: the mean Euclidean distance between two different samples of one
+    class, with every image brought back to the 8x8 greyscale of the original digits (area
+    average, values in [0, 1]), averaged over the classes. The same number for the held-out real
+    digits (upsampled like the training data, then brought back the same way) is
+    `real_within_class_diversity`: samples that all look alike score far below it, a model that
+    varies as much as the data scores about the same.
 """
 
 import json
@@ -18,6 +24,7 @@ import warnings
 
 import numpy as np
 from scipy import linalg
+from scipy.spatial import distance
 
 from grn_jax.demo import digits
 from grn_jax.evaluation import metrics
@@ -69,6 +76,40 @@ def _frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
                                     *metrics.feature_statistics(features_b))
 
 
+def to_source_size(gray: np.ndarray) -> np.ndarray:
+  """float [N, H, W] -> float64 [N, 8, 8]: the mean of each (H/8 x W/8) block (the inverse of
+  the demo's upsampling up to its blur; 8x8 images are returned unchanged)."""
+  gray = np.asarray(gray, np.float64)
+  size = digits.SOURCE_SIZE
+  if gray.ndim != 3 or gray.shape[1] % size or gray.shape[2] % size:
+    raise ValueError(f"expected greyscale images [N, H, W] with H and W multiples of {size}, "
+                     f"got shape {gray.shape}.")
+  n, h, w = gray.shape
+  return gray.reshape(n, size, h // size, size, w // size).mean(axis=(2, 4))
+
+
+def within_class_diversity(gray: np.ndarray, labels: np.ndarray) -> float:
+  """Mean over classes of the mean distance between two different images of the class.
+
+  Args:
+    gray: float [N, H, W] greyscale images in [0, 1], H and W multiples of 8.
+    labels: int [N] class of each image.
+
+  Returns:
+    mean over the classes that have >= 2 images of mean_{i < j in class} ||a_i - a_j||_2, where
+    a = `to_source_size(gray)` flattened to 64 values.
+  """
+  small = to_source_size(gray).reshape(len(gray), -1)
+  labels = np.asarray(labels)
+  if labels.shape != (len(small),):
+    raise ValueError(f"labels must be [{len(small)}], got shape {labels.shape}.")
+  per_class = [distance.pdist(small[labels == c]).mean() for c in np.unique(labels)
+               if np.sum(labels == c) >= 2]
+  if not per_class:
+    raise ValueError("within-class diversity needs a class with at least 2 images.")
+  return float(np.mean(per_class))
+
+
 def load_samples(path: str) -> tuple[np.ndarray, np.ndarray]:
   """samples.npz -> (images uint8 [N, H, W, C], labels int [N]), validated."""
   with np.load(path) as data:
@@ -90,7 +131,7 @@ def load_samples(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_samples(images: np.ndarray, labels: np.ndarray,
                      classifier: DigitsClassifier | None = None) -> dict[str, Any]:
-  """Accuracy and Frechet distance of generated digits.
+  """Accuracy, Frechet distance and within-class diversity of generated digits.
 
   Args:
     images: uint8 [N, H, W, C] (or [N, H, W]) generated digits, H == W.
@@ -99,8 +140,9 @@ def evaluate_samples(images: np.ndarray, labels: np.ndarray,
 
   Returns:
     dict with accuracy, per_class_accuracy (list of 10), frechet_distance, real_floor
-    (held-out real vs all real), real_test_accuracy (the classifier on held-out real digits)
-    and num_samples.
+    (held-out real vs all real), real_test_accuracy (the classifier on held-out real digits),
+    within_class_diversity, real_within_class_diversity (the held-out real digits) and
+    num_samples.
   """
   gray = digits.uint8_to_gray(images)
   if gray.shape[1] != gray.shape[2]:
@@ -120,6 +162,10 @@ def evaluate_samples(images: np.ndarray, labels: np.ndarray,
       frechet_distance=_frechet_distance(real_features, classifier.features(gray)),
       real_floor=_frechet_distance(real_features, real_test),
       real_test_accuracy=classifier.real_test_accuracy,
+      within_class_diversity=within_class_diversity(gray, labels),
+      real_within_class_diversity=within_class_diversity(
+          classifier.real_images[classifier.test_index],
+          classifier.real_labels[classifier.test_index]),
   )
 
 
@@ -128,7 +174,9 @@ def format_result(name: str, result: dict[str, Any]) -> str:
   return (f"{name}: {result['num_samples']} samples, accuracy {result['accuracy']:.3f} "
           f"(per class {per_class}), Frechet distance {result['frechet_distance']:.2f} "
           f"(real held-out vs real: {result['real_floor']:.2f}; classifier accuracy on held-out "
-          f"real digits {result['real_test_accuracy']:.3f})")
+          f"real digits {result['real_test_accuracy']:.3f}), within-class diversity "
+          f"{result['within_class_diversity']:.3f} (real held-out digits: "
+          f"{result['real_within_class_diversity']:.3f})")
 
 
 def main(argv):

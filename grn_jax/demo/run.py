@@ -12,7 +12,8 @@
                 steps, nfe int32 [N], entropy float32 [N], per_class per class), grid.png
                 (rows = classes), refinement.gif + refinement.png (grn_jax.sampling.animate);
                 with demo.compare_adaptive also samples_adaptive.npz (entropy-adaptive steps)
-  6. evaluation digits-classifier accuracy and Frechet distance -> workdir/evaluation.json
+  6. evaluation digits-classifier accuracy, Frechet distance and within-class diversity
+                -> workdir/evaluation.json
 
 Every stage up to the GRN reuses what an earlier run left in the workdir, so an interrupted
 demo resumes; the samples are drawn anew by every run (they depend on config.sample).
@@ -242,12 +243,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"  samples (adaptive steps):        {out['adaptive']}")
   lines.append(f"  tokenizer / GRN checkpoints:     {summary['workdir']}/tokenizer, "
                f"{summary['workdir']}/checkpoints")
+  stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in
+                     summary["timings_seconds"].items() if name != "total")
+  lines.append(f"  stage timings:                   {stages}")
   for name, result in summary["evaluation"].items():
     steps = f", mean steps {result['mean_steps']:.1f}" if "mean_steps" in result else ""
     lines.append(f"  {name:<16} classifier accuracy {result['accuracy']:.3f}, Frechet distance "
-                 f"{result['frechet_distance']:.2f}{steps}")
+                 f"{result['frechet_distance']:.2f}, within-class diversity "
+                 f"{result['within_class_diversity']:.2f}{steps}")
   if summary["evaluation"]:
     real = next(iter(summary["evaluation"].values()))
     lines.append(f"  (real held-out digits: accuracy {real['real_test_accuracy']:.3f}, "
-                 f"Frechet distance {real['real_floor']:.2f})")
+                 f"Frechet distance {real['real_floor']:.2f}, within-class diversity "
+                 f"{real['real_within_class_diversity']:.2f})")
   return "\n".join(lines)

@@ -1,11 +1,13 @@
 """The whole digits demo at test size (configs/demo.py:size=test, a few steps per stage)."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 from configs import demo as demo_configs
+from grn_jax.demo import run as demo_run_module
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,14 @@ def test_demo_writes_samples_grid_and_animation(demo_run):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert set(summary["evaluation"]) == {"reconstructions", "fixed", "adaptive"}
   assert 0.0 <= summary["evaluation"]["fixed"]["accuracy"] <= 1.0
+  with open(os.path.join(workdir, "evaluation.json")) as f:
+    saved = json.load(f)
+  for name in ("reconstructions", "fixed", "adaptive"):
+    assert saved[name]["within_class_diversity"] >= 0.0
+    assert 1.0 < saved[name]["real_within_class_diversity"] < 8.0
+  text = demo_run_module.format_summary(summary)
+  assert text.count("within-class diversity") == 4   # 3 sample sets + the real digits
+  assert "stage timings:" in text and "grn " in text
 
 
 def test_demo_resumes_from_its_workdir(demo_run):
