@@ -70,23 +70,10 @@ class BlockStack(nn.Module):
 
   @nn.compact
   def __call__(self, x, c, cos, sin):
-    policy = REMAT_POLICIES[self.remat_policy]
-    if self.scan:
-      block_cls = _ScanBlock
-      if self.remat_policy != "none":
-        block_cls = nn.remat(block_cls, policy=policy, prevent_cse=False)
-      scanned = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=self.count,
-                        metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(self.num_heads, self.mlp_hidden, self.dtype, self.attention_impl,
-                     name="layers")(x, c, cos, sin)
-      return x
-    block_cls = GRNBlock
-    if self.remat_policy != "none":
-      block_cls = nn.remat(GRNBlock, policy=policy)
-    for i in range(self.count):
-      x = block_cls(self.num_heads, self.mlp_hidden, self.dtype, self.attention_impl,
-                    name=f"block_{i}")(x, c, cos, sin)
+    block = dict(num_heads=self.num_heads, mlp_hidden=self.mlp_hidden, dtype=self.dtype,
+                 attention_impl=self.attention_impl)
+    x, _ = layers.stack_blocks(_ScanBlock, self.count, block, x, c, cos, sin, scan=self.scan,
+                               remat_policy=self.remat_policy)
     return x
 
 

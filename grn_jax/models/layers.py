@@ -26,6 +26,36 @@ REMAT_POLICIES = {
 }
 
 
+def stack_blocks(block_cls, count: int, block_kwargs: dict, x, *args, per_layer=(),
+                 scan: bool = False, remat_policy: str = "none", prefix: str = "block"):
+  """`count` copies of a block on the carry x, unrolled or scanned, optionally rematerialised.
+
+  Call it inside a compact method: the blocks become children of that module, named
+  `{prefix}_{i}` unrolled or stacked along a leading `layers` axis under `layers` when scanned
+  (the converters know both layouts). `block_cls(**block_kwargs)(x, *args)` must return
+  `(x, out)`; `per_layer[i]` True marks args[i] as stacked over layers (layer i gets
+  args[i][i]), the others are broadcast to every layer. Returns (x, the outs stacked over
+  layers, or None where the blocks return None).
+  """
+  if remat_policy != "none":
+    block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[remat_policy], prevent_cse=not scan)
+  per_layer = tuple(per_layer) + (False,) * (len(args) - len(per_layer))
+  if scan:
+    scanned = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=tuple(0 if p else nn.broadcast for p in per_layer), length=count,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    return scanned(**block_kwargs, name="layers")(x, *args)
+  outs = []
+  for i in range(count):
+    layer_args = [jax.tree.map(lambda a, i=i: a[i], arg) if p else arg
+                  for arg, p in zip(args, per_layer)]
+    x, out = block_cls(**block_kwargs, name=f"{prefix}_{i}")(x, *layer_args)
+    outs.append(out)
+  if all(out is None for out in outs):
+    return x, None
+  return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+
 def xavier_uniform(in_axes: Sequence[int], out_axes: Sequence[int]):
   """torch.nn.init.xavier_uniform_ on a kernel whose fan axes are split over several dims."""
   return nn.initializers.variance_scaling(

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from grn_jax.models.grn_c2i import REMAT_POLICIES
+from grn_jax.models import layers
 
 Dtype = Any
 
@@ -208,22 +208,11 @@ class UMT5Encoder(nn.Module):
     x = jnp.where((ids >= 0)[..., None], jnp.take(embedding, ids, axis=0, mode="fill",
                                                    fill_value=jnp.nan), jnp.nan)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-    layer_args = (self.dim_attn, self.dim_ffn, self.num_heads, self.num_buckets, self.dtype)
-    policy = REMAT_POLICIES[self.remat_policy]
-    if self.scan_layers:
-      layer_cls = _ScanLayer
-      if self.remat_policy != "none":
-        layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=False)
-      scanned = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(nn.broadcast, nn.broadcast), length=self.num_layers,
-                        metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = scanned(*layer_args, name="layers")(x, mask, buckets)
-    else:
-      layer_cls = EncoderLayer
-      if self.remat_policy != "none":
-        layer_cls = nn.remat(layer_cls, policy=policy)
-      for i in range(self.num_layers):
-        x = layer_cls(*layer_args, name=f"layer_{i}")(x, mask, buckets)
+    layer = dict(dim_attn=self.dim_attn, dim_ffn=self.dim_ffn, num_heads=self.num_heads,
+                 num_buckets=self.num_buckets, dtype=self.dtype)
+    x, _ = layers.stack_blocks(_ScanLayer, self.num_layers, layer, x, mask, buckets,
+                               scan=self.scan_layers, remat_policy=self.remat_policy,
+                               prefix="layer")
     return T5Norm(self.dtype, name="norm")(x).astype(jnp.float32)
 
 
@@ -259,9 +248,9 @@ def validate_encoder_config(cfg) -> None:
   if jnp.dtype(fields["dtype"]).name not in DTYPES:
     raise ValueError(f"text encoder config: dtype must be one of {DTYPES}, got "
                      f"{fields['dtype']!r}.")
-  if "remat_policy" in fields and fields["remat_policy"] not in REMAT_POLICIES:
+  if "remat_policy" in fields and fields["remat_policy"] not in layers.REMAT_POLICIES:
     raise ValueError(f"text encoder config: remat_policy must be one of "
-                     f"{list(REMAT_POLICIES)}, got {fields['remat_policy']!r}.")
+                     f"{list(layers.REMAT_POLICIES)}, got {fields['remat_policy']!r}.")
 
 
 def encoder_kwargs(cfg) -> dict[str, Any]:
