@@ -67,6 +67,9 @@ def _key_table(cfg: ml_collections.ConfigDict) -> list[Entry]:
   return table
 
 
+_STACKS = ("blocks_pre", "blocks_post")  # the two block stacks around the in-context tokens
+
+
 def c2i_params_from_torch(state_dict: dict[str, Any],
                           model_config: ml_collections.ConfigDict) -> dict:
   """Official state dict (`net.` prefix optional) -> GRNC2I params (numpy float32).
@@ -76,17 +79,13 @@ def c2i_params_from_torch(state_dict: dict[str, Any],
   grn_c2i.validate_model_config(model_config)
   params = common.params_from_table(
       common.strip_prefix(state_dict, "net."), _key_table(model_config),
-      context=f"C2I {model_config.name}, label_mode={model_config.label_mode}")
-  if model_config.scan_layers:
-    for stack in ("blocks_pre", "blocks_post"):
-      common.stack_blocks(params, stack)
+      context=f"C2I {model_config.name}, label_mode={model_config.label_mode}",
+      stacks=_STACKS if model_config.scan_layers else ())
   return params
 
 
 def c2i_params_to_torch(params: dict, model_config: ml_collections.ConfigDict,
                         prefix: str = "net.") -> dict[str, np.ndarray]:
   """GRNC2I params -> official state dict (for exporting, and round-trip tests)."""
-  params = common.unboxed_numpy(params)
-  for stack in ("blocks_pre", "blocks_post"):
-    common.unstack_blocks(params, stack)
-  return common.params_to_table(params, _key_table(model_config), prefix)
+  return common.params_to_table(common.unboxed_numpy(params), _key_table(model_config), prefix,
+                                stacks=_STACKS)

@@ -196,9 +196,12 @@ def identity(key: str, shape: Sequence[int], path: tuple[str, ...]) -> Entry:
   return Entry(key, tuple(shape), path, lambda a: a, lambda a: a)
 
 
-def params_from_table(state_dict: dict[str, Any], table: Sequence[Entry],
-                      context: str = "") -> dict:
-  """Our nested params (numpy float32) from a state dict; one error lists every problem."""
+def params_from_table(state_dict: dict[str, Any], table: Sequence[Entry], context: str = "",
+                      stacks: Sequence[str] = ()) -> dict:
+  """Our nested params (numpy float32) from a state dict; one error lists every problem.
+
+  `stacks` names the block stacks to put into the nn.scan layout (`stack_blocks`).
+  """
   mapper = KeyMapper(state_dict, context=context)
   params: dict = {}
   for entry in table:
@@ -206,12 +209,18 @@ def params_from_table(state_dict: dict[str, Any], table: Sequence[Entry],
     if value is not None:
       set_in(params, entry.path, np.ascontiguousarray(value, np.float32))
   mapper.finish()
+  for stack in stacks:
+    stack_blocks(params, stack)
   return params
 
 
-def params_to_table(params: dict, table: Sequence[Entry],
-                    prefix: str = "") -> dict[str, np.ndarray]:
-  """The inverse of `params_from_table` (unstacked params) -> {prefix + key: array}."""
+def params_to_table(params: dict, table: Sequence[Entry], prefix: str = "",
+                    stacks: Sequence[str] = ()) -> dict[str, np.ndarray]:
+  """The inverse of `params_from_table` -> {prefix + key: array}; `stacks` are unstacked
+  first where they are in the nn.scan layout (the caller's tree is not changed)."""
+  params = dict(params)
+  for stack in stacks:
+    unstack_blocks(params, stack)
   out = {}
   for entry in table:
     node = params

@@ -78,15 +78,14 @@ def t2iv_params_from_torch(state_dict: dict[str, Any],
   params = common.params_from_table(
       state_dict, _key_table(model_config),
       context=f"T2I/T2V model, depth {model_config.depth}, hidden {model_config.hidden_size}, "
-              f"block_chunks {model_config.block_chunks}")
-  if model_config.get("scan_layers", False):  # optional: grn_t2iv.SWITCH_FIELDS
-    common.stack_blocks(params, "blocks")
+              f"block_chunks {model_config.block_chunks}",
+      # scan_layers is optional (grn_t2iv.SWITCH_FIELDS)
+      stacks=("blocks",) if model_config.get("scan_layers", False) else ())
   return params
 
 
 def t2iv_params_to_torch(params: dict,
                          model_config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   """GRNT2IV params (scanned or not) -> official state dict (export, round-trip tests)."""
-  params = common.unboxed_numpy(params)
-  common.unstack_blocks(params, "blocks")
-  return common.params_to_table(params, _key_table(model_config))
+  return common.params_to_table(common.unboxed_numpy(params), _key_table(model_config),
+                                stacks=("blocks",))

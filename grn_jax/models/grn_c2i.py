@@ -58,25 +58,6 @@ class _ScanBlock(GRNBlock):
     return super().__call__(x, c, cos, sin), None
 
 
-class BlockStack(nn.Module):
-  """`count` identical blocks, unrolled (params `block_{i}`) or scanned (stacked `layers`)."""
-  count: int
-  num_heads: int
-  mlp_hidden: int
-  dtype: Dtype = jnp.float32
-  attention_impl: str = "auto"
-  remat_policy: str = "none"
-  scan: bool = False
-
-  @nn.compact
-  def __call__(self, x, c, cos, sin):
-    block = dict(num_heads=self.num_heads, mlp_hidden=self.mlp_hidden, dtype=self.dtype,
-                 attention_impl=self.attention_impl)
-    x, _ = layers.stack_blocks(_ScanBlock, self.count, block, x, c, cos, sin, scan=self.scan,
-                               remat_policy=self.remat_policy)
-    return x
-
-
 class GRNC2I(nn.Module):
   """The C2I refinement transformer; fields mirror `config.model` (see configs/c2i.py)."""
   hidden_size: int
@@ -157,12 +138,13 @@ class GRNC2I(nn.Module):
     head_dim = hidden // self.num_heads
     cos, sin = (jnp.asarray(a) for a in layers.rope_tables(head_dim, g))
     mlp_hidden = layers.swiglu_hidden(hidden, self.mlp_ratio)
-    stack = dict(num_heads=self.num_heads, mlp_hidden=mlp_hidden, dtype=self.dtype,
-                 attention_impl=self.attention_impl, remat_policy=self.remat_policy,
-                 scan=self.scan_layers)
+    block = dict(num_heads=self.num_heads, mlp_hidden=mlp_hidden, dtype=self.dtype,
+                 attention_impl=self.attention_impl)
+    stack = dict(block_cls=_ScanBlock, block=block, scan=self.scan_layers,
+                 remat_policy=self.remat_policy)
     start = self.in_context_start if self.in_context_len > 0 else self.depth
     if start > 0:
-      x = BlockStack(start, name="blocks_pre", **stack)(x, c, cos, sin)
+      x, _ = layers.BlockStack(count=start, name="blocks_pre", **stack)(x, c, cos, sin)
     if self.in_context_len > 0:
       posemb = self.param("in_context_posemb", nn.with_logical_partitioning(
           nn.initializers.normal(0.02), (None, "length", "embed")),
@@ -170,7 +152,8 @@ class GRNC2I(nn.Module):
       tokens = y_emb[:, None, :] + posemb.astype(self.dtype)
       x = jnp.concatenate([tokens, x], axis=1)
       cos, sin = (jnp.asarray(a) for a in layers.rope_tables(head_dim, g, self.in_context_len))
-      x = BlockStack(self.depth - start, name="blocks_post", **stack)(x, c, cos, sin)
+      x, _ = layers.BlockStack(count=self.depth - start, name="blocks_post", **stack)(
+          x, c, cos, sin)
       x = x[:, self.in_context_len:]
 
     # Final adaLN layer, in float32 as in the official code.

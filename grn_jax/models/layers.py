@@ -56,6 +56,21 @@ def stack_blocks(block_cls, count: int, block_kwargs: dict, x, *args, per_layer=
   return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
+class BlockStack(nn.Module):
+  """`stack_blocks` as a module: its blocks live under this module's name (e.g. `blocks`)."""
+  block_cls: Any
+  count: int
+  block: dict
+  scan: bool = False
+  remat_policy: str = "none"
+  per_layer: tuple[bool, ...] = ()
+
+  @nn.compact
+  def __call__(self, x, *args):
+    return stack_blocks(self.block_cls, self.count, self.block, x, *args,
+                        per_layer=self.per_layer, scan=self.scan, remat_policy=self.remat_policy)
+
+
 def xavier_uniform(in_axes: Sequence[int], out_axes: Sequence[int]):
   """torch.nn.init.xavier_uniform_ on a kernel whose fan axes are split over several dims."""
   return nn.initializers.variance_scaling(
