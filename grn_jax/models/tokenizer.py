@@ -272,14 +272,28 @@ def dup_up(x, out_channels: int, factor_t: int, factor_s: int, first_chunk: bool
   return x[:, factor_t - 1:] if first_chunk else x
 
 
-class Encoder(nn.Module):
-  """Encoder3d + conv1 of WanVAE_: patchified video [B, T, H/2, W/2, 12] -> [B, T', h, w, 2z]."""
+class _Coder(nn.Module):
+  """Fields and shared pieces of the encoder and the decoder (`temporal[i]`: level i resamples
+  time, in the order the levels run)."""
   dim: int
   latent_dim: int
   dim_mult: tuple[int, ...]
   num_res_blocks: int
-  temporal_downsample: tuple[bool, ...]
+  temporal: tuple[bool, ...]
   dtype: Dtype = jnp.float32
+
+  def _resamples_time(self, level: int) -> bool:
+    return bool(self.temporal[level]) if level < len(self.temporal) else False
+
+  def _middle(self, x, dim: int):
+    """The middle blocks (residual, attention, residual); called from a compact method."""
+    x = ResidualBlock(dim, self.dtype, name="middle_0")(x)
+    x = AttentionBlock(self.dtype, name="middle_attn")(x)
+    return ResidualBlock(dim, self.dtype, name="middle_2")(x)
+
+
+class Encoder(_Coder):
+  """Encoder3d + conv1 of WanVAE_: patchified video [B, T, H/2, W/2, 12] -> [B, T', h, w, 2z]."""
 
   @nn.compact
   def __call__(self, x, first_chunk: bool = True):
@@ -287,7 +301,7 @@ class Encoder(nn.Module):
     x = CausalConv3d(dims[0], dtype=self.dtype, name="conv1")(x)
     last = len(self.dim_mult) - 1
     for i, dout in enumerate(dims[1:]):
-      t_down = bool(self.temporal_downsample[i]) if i < len(self.temporal_downsample) else False
+      t_down = self._resamples_time(i)
       down = i != last
       shortcut = avg_down(x, dout, 2 if t_down else 1, 2 if down else 1)
       y = x
@@ -299,34 +313,24 @@ class Encoder(nn.Module):
         if t_down:
           y = TimeConv(dout, "down", self.dtype, name=f"down_{i}_time_conv")(y, first_chunk)
       x = y + shortcut
-    x = ResidualBlock(dims[-1], self.dtype, name="middle_0")(x)
-    x = AttentionBlock(self.dtype, name="middle_attn")(x)
-    x = ResidualBlock(dims[-1], self.dtype, name="middle_2")(x)
+    x = self._middle(x, dims[-1])
     x = nn.silu(RMSNormL2(name="head_norm")(x))
     x = CausalConv3d(2 * self.latent_dim, dtype=self.dtype, name="head_conv")(x)
     return CausalConv3d(2 * self.latent_dim, (1, 1, 1), self.dtype, name="conv1_out")(x)
 
 
-class Decoder(nn.Module):
+class Decoder(_Coder):
   """conv2 of WanVAE_ + Decoder3d: latent [B, T, h, w, z] -> patchified [B, T', H/2, W/2, 12]."""
-  dim: int
-  latent_dim: int
-  dim_mult: tuple[int, ...]
-  num_res_blocks: int
-  temporal_upsample: tuple[bool, ...]
-  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z, first_chunk: bool = True):
     dims = [self.dim * u for u in (self.dim_mult[-1],) + tuple(self.dim_mult[::-1])]
     x = CausalConv3d(self.latent_dim, (1, 1, 1), self.dtype, name="conv2_in")(z)
     x = CausalConv3d(dims[0], dtype=self.dtype, name="conv1")(x)
-    x = ResidualBlock(dims[0], self.dtype, name="middle_0")(x)
-    x = AttentionBlock(self.dtype, name="middle_attn")(x)
-    x = ResidualBlock(dims[0], self.dtype, name="middle_2")(x)
+    x = self._middle(x, dims[0])
     last = len(self.dim_mult) - 1
     for i, dout in enumerate(dims[1:]):
-      t_up = bool(self.temporal_upsample[i]) if i < len(self.temporal_upsample) else False
+      t_up = self._resamples_time(i)
       up = i != last
       y = x
       for j in range(self.num_res_blocks + 1):
