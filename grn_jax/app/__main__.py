@@ -14,6 +14,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -37,6 +38,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+  if not FLAGS["verbosity"].present:  # checkpoint and HTTP logs only when asked (--verbosity=0)
+    logging.set_verbosity(logging.WARNING)
   # pylint: disable=g-import-not-at-top
   from grn_jax.app import loading
   from grn_jax.app import ui

@@ -36,6 +36,9 @@ class AppFamily(Protocol):
   def conditions(self, condition: Any, batch: int) -> Any:
     """The host conditioning pytree [batch] of one user condition (errors say what is valid)."""
 
+  def condition_text(self, condition: Any) -> str:
+    """How the app names one user condition in what it reports ("class 3", a quoted prompt)."""
+
   def settings(self, cfg_scale: float, temperature: float) -> SamplerSettings:
     """The traced settings of one request (the rest from the config)."""
 
@@ -80,6 +83,9 @@ class C2IApp:
     if not 0 <= label < self.num_classes:
       raise ValueError(f"the class must be 0 .. {self.num_classes - 1}, got {label}.")
     return np.full((batch,), label, np.int32)
+
+  def condition_text(self, condition: Any) -> str:
+    return f"class {int(condition)}"
 
   def settings(self, cfg_scale: float, temperature: float) -> SamplerSettings:
     return c2i.settings_from_config(self.config.sample).replace(

@@ -30,14 +30,24 @@ def _tokens(mask: np.ndarray) -> str:
 
 
 class App:
-  """The page of one Engine; `scale`: the nearest upscaling of every image shown (0: auto, so
-  that the model's images are shown at least 256 pixels wide)."""
+  """The page of one Engine.
 
-  def __init__(self, engine: Engine, scale: int = 0):
+  Args:
+    engine: the model side.
+    scale: the nearest upscaling of every image shown (0: auto, so that the model's images are
+      shown at least 256 pixels wide); the animation uses half of it (its frames hold three
+      panels per sample, and a GIF of large frames takes seconds to encode).
+    out_dir: where the files of each click go (the labels .npz, the animation .gif); default a
+      new temporary directory.
+  """
+
+  def __init__(self, engine: Engine, scale: int = 0, out_dir: str | None = None):
     self.engine = engine
     height, width = engine.image_size
     self.scale = scale if scale > 0 else max(1, 256 // max(height, width))
-    self.out_dir = tempfile.mkdtemp(prefix="grn_app_")
+    self.animation_scale = max(1, self.scale // 2)
+    self.out_dir = out_dir or tempfile.mkdtemp(prefix="grn_app_")
+    os.makedirs(self.out_dir, exist_ok=True)
     self._count = 0
 
   # ---- helpers ----
@@ -66,7 +76,8 @@ class App:
              regenerate=result.regenerate, steps=result.steps, nfe=result.nfe)
     gif = None
     if result.trace is not None:
-      frames = animate.refinement_frames(result.trace, result.steps, scale=self.scale)
+      frames = animate.refinement_frames(result.trace, result.steps,
+                                          scale=self.animation_scale)
       images = [Image.fromarray(f) for f in frames]
       gif = self._path(".gif")
       images[0].save(gif, save_all=True, append_images=images[1:], loop=0,
@@ -115,8 +126,10 @@ class App:
       result = self.engine.generate(request)
     except ValueError as e:
       raise gr.Error(str(e)) from e
-    outputs = self._outputs(result, f"generated {len(result.labels)} samples of "
-                                    f"{condition!r}, seed {request.seed}; click one to edit it")
+    outputs = self._outputs(
+        result, f"generated {len(result.labels)} samples of "
+                f"{self.engine.family.condition_text(condition)}, seed {request.seed}; click "
+                "one to edit it")
     if editor is None or editor.get("background") is None:  # an empty editor gets the first
       first = _canvas(result.labels[0], result.pixels[0], self.scale)
       return (*outputs, self._editor_value(first), first)
@@ -240,6 +253,7 @@ class App:
                                    format="png", interactive=False, elem_id="token_map")
           gallery = gr.Gallery(label="results (click one to edit it)", format="png",
                                columns=engine.num_samples, rows=1, height="auto",
+                               object_fit="contain",   # a grown canvas is shown whole
                                elem_id="results", interactive=False)
           info = gr.Textbox(label="what happened", lines=3, interactive=False, elem_id="info")
           animation = gr.Image(label="refinement: network input, prediction, label map per step",

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): {SETUP}")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
@@ -55,10 +56,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app():
+def app(tmp_path_factory):
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
   engine = tiny.tiny_engine(num_samples=2)
-  page_app = ui.App(engine)
+  page_app = ui.App(engine, out_dir=str(tmp_path_factory.mktemp("app")))
   page = page_app.build()
   port = _free_port()
   page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -83,7 +84,10 @@ def browser():
 
 
 def _wait(driver, condition):
-  return WebDriverWait(driver, TIMEOUT_S, poll_frequency=0.25).until(lambda _: condition())
+  # Gradio re-renders components when results arrive: an element found a moment ago can be gone.
+  return WebDriverWait(driver, TIMEOUT_S, poll_frequency=0.25,
+                       ignored_exceptions=(StaleElementReferenceException,)).until(
+                           lambda _: condition())
 
 
 def _info(driver) -> str:
@@ -99,8 +103,12 @@ def _click_and_wait(driver, button_id: str) -> str:
   """Clicks a button, waits for a new labels file (every click writes one), returns its URL."""
   before = _labels_href(driver)
   driver.find_element(By.ID, button_id).click()
-  _wait(driver, lambda: _labels_href(driver) not in (None, before))
-  return _labels_href(driver)
+
+  def new_href():
+    href = _labels_href(driver)
+    return href if href not in (None, before) else None
+
+  return _wait(driver, new_href)
 
 
 def _fetch(url: str) -> bytes:
@@ -108,13 +116,20 @@ def _fetch(url: str) -> bytes:
     return response.read()
 
 
-def _shown_images(driver, scale: int) -> np.ndarray:
-  """The results as the page shows them, back at the model's resolution: uint8 [B, H, W, 3]."""
+def _sources(driver, selector: str) -> list[str]:
+  """The distinct image URLs under selector, in page order."""
   sources = []
-  for img in driver.find_elements(By.CSS_SELECTOR, "#results img"):
+  for img in driver.find_elements(By.CSS_SELECTOR, selector):
     src = img.get_attribute("src")
     if src not in sources:
       sources.append(src)
+  return sources
+
+
+def _shown_images(driver, scale: int, count: int) -> np.ndarray:
+  """The results as the page shows them, back at the model's resolution: uint8 [B, H, W, 3]."""
+  sources = _wait(driver, lambda: (lambda s: s if len(s) == count else None)(
+      _sources(driver, "#results img")))
   images = []
   for src in sources:
     shown = np.asarray(Image.open(io.BytesIO(_fetch(src))).convert("RGB"))
@@ -158,8 +173,12 @@ def test_generate_paint_inpaint(app, browser):
   generated = _labels(_click_and_wait(browser, "generate"))
   assert _info(browser).startswith("generated 2 samples")
   assert "steps per sample: 3, 3" in _info(browser)
-  shown = _shown_images(browser, scale)
+  shown = _shown_images(browser, scale, 2)
   np.testing.assert_array_equal(shown, generated["images"])
+  # The refinement animation: one frame per step and the final one; three panels per sample.
+  [gif_url] = _wait(browser, lambda: _sources(browser, "#animation img"))
+  with Image.open(io.BytesIO(_fetch(gif_url))) as gif:
+    assert gif.n_frames == 3 + 1 and gif.width == 3 * 32 * page_app.animation_scale
   # A second click with the same settings compiles nothing (one program per shape).
   with tiny.count_compiles() as compiles:
     again = _labels(_click_and_wait(browser, "generate"))
@@ -183,7 +202,7 @@ def test_generate_paint_inpaint(app, browser):
   changed = (edited["labels"][:, regenerate] != source_labels[regenerate]).any(axis=(1, 2))
   assert changed.any()
   # Pixels as the page shows them: kept patches bit-identical, the masked patch changed.
-  result = _shown_images(browser, scale)
+  result = _shown_images(browser, scale, 2)
   np.testing.assert_array_equal(result, edited["images"])
   outside = canvas.patch_mask(kept)
   assert (result[:, outside] == source_pixels[outside]).all()

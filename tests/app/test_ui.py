@@ -20,8 +20,8 @@ SETTINGS = dict(condition=2, steps=3, cfg_scale=1.0, temperature=1.0, adaptive=F
 
 
 @pytest.fixture(scope="module")
-def page():
-  return ui.App(tiny.tiny_engine(num_samples=2))
+def page(tmp_path_factory):
+  return ui.App(tiny.tiny_engine(num_samples=2), out_dir=str(tmp_path_factory.mktemp("app")))
 
 
 def _editor(background, painted_box=None):
@@ -42,7 +42,7 @@ def test_generate_fills_an_empty_editor_and_a_click_loads_a_result(page):
       **SETTINGS, editor=None, state=None)
   assert page.scale == 8 and len(gallery) == 2 and gif is None and os.path.exists(npz)
   assert gallery[0][0].shape == (256, 256, 3) and gallery[1][1] == "#1: 3 steps"
-  assert "steps per sample: 3, 3" in info
+  assert info.startswith("generated 2 samples of class 2, seed 1") and "steps per sample: 3, 3" in info
   np.testing.assert_array_equal(editor["background"], canvas.upscale(results[0]["pixels"], 8))
   np.testing.assert_array_equal(state["labels"], results[0]["labels"])
   # A full editor is left alone.
