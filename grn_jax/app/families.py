@@ -6,6 +6,17 @@ sampler lands), the model's latent grid, the default settings, and a hashable ro
 (the family's sampling adapter, e.g. sampling/c2i.py `ClassRows`) for a given step count,
 adaptivity and trace. Everything else (the loop, fixed labels for editing, the tokenizer, the
 animation) is the same for every family.
+
+How the text-conditioned families plug in (not wired yet: their sampler, sampling/t2iv.py, is
+not on this branch): a `T2IApp` with condition_kind = 'prompt' registered in FAMILIES under
+'t2i'. Its `conditions(prompt, batch)` encodes the prompt with umT5 (the prompt pipeline's
+`encode_prompts`) and returns the padded features and mask of `batch` rows; its `rows_fn` wraps
+the prompt rows of sampling/t2iv.py (text prefix, loop, decode in one program) for one latent
+frame, taking and returning labels [B, h, w, D] (the frame axis T = 1 dropped) so that the
+canvas, masks, fixed labels and the animation of the app apply as they are; a fixed prompt
+length bucket keeps one compiled program per grid. The page already shows a prompt box for
+condition_kind 'prompt'. Video (T2V, I2V) needs a frame axis in the canvas and a video player
+on the page.
 """
 
 import dataclasses
