@@ -36,8 +36,8 @@ class App:
     engine: the model side.
     scale: the nearest upscaling of every image shown (0: auto, so that the model's images are
       shown at least 256 pixels wide); the animation uses half of it (its frames hold three
-      panels per sample, and a GIF of large frames takes seconds to encode).
-    out_dir: where the files of each click go (the labels .npz, the animation .gif); default a
+      panels per sample, and large frames take seconds to encode).
+    out_dir: where the files of each click go (the labels .npz, the animation .png); default a
       new temporary directory.
   """
 
@@ -74,17 +74,18 @@ class App:
     labels_path = self._path(".npz")
     np.savez(labels_path, labels=result.labels, images=result.pixels, decoded=result.decoded,
              regenerate=result.regenerate, steps=result.steps, nfe=result.nfe)
-    gif = None
+    movie = None
     if result.trace is not None:
       frames = animate.refinement_frames(result.trace, result.steps,
                                           scale=self.animation_scale)
       images = [Image.fromarray(f) for f in frames]
-      gif = self._path(".gif")
-      images[0].save(gif, save_all=True, append_images=images[1:], loop=0,
+      # An animated PNG: lossless, and five times faster to write than a GIF (no palettes).
+      movie = self._path(".png")
+      images[0].save(movie, save_all=True, append_images=images[1:], loop=0, compress_level=1,
                      duration=[ANIMATION_FRAME_MS] * (len(images) - 1) + [2000])
     results = [dict(labels=result.labels[r], pixels=result.pixels[r])
                for r in range(len(result.labels))]
-    return gallery, info, gif, labels_path, results
+    return gallery, info, movie, labels_path, results
 
   def _source(self, editor: dict[str, Any] | None, state: dict[str, np.ndarray] | None):
     """(canvas dict, token mask [hc, wc], where the canvas came from) of the editor's image."""

@@ -176,9 +176,10 @@ def test_generate_paint_inpaint(app, browser):
   shown = _shown_images(browser, scale, 2)
   np.testing.assert_array_equal(shown, generated["images"])
   # The refinement animation: one frame per step and the final one; three panels per sample.
-  [gif_url] = _wait(browser, lambda: _sources(browser, "#animation img"))
-  with Image.open(io.BytesIO(_fetch(gif_url))) as gif:
-    assert gif.n_frames == 3 + 1 and gif.width == 3 * 32 * page_app.animation_scale
+  [movie_url] = _wait(browser, lambda: _sources(browser, "#animation img"))
+  with Image.open(io.BytesIO(_fetch(movie_url))) as movie:
+    assert movie.format == "PNG" and movie.is_animated
+    assert movie.n_frames == 3 + 1 and movie.width == 3 * 32 * page_app.animation_scale
   # A second click with the same settings compiles nothing (one program per shape).
   with tiny.count_compiles() as compiles:
     again = _labels(_click_and_wait(browser, "generate"))

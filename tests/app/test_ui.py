@@ -38,9 +38,9 @@ class _Click:
 
 
 def test_generate_fills_an_empty_editor_and_a_click_loads_a_result(page):
-  gallery, info, gif, npz, results, editor, state = page.generate(
+  gallery, info, movie, npz, results, editor, state = page.generate(
       **SETTINGS, editor=None, state=None)
-  assert page.scale == 8 and len(gallery) == 2 and gif is None and os.path.exists(npz)
+  assert page.scale == 8 and len(gallery) == 2 and movie is None and os.path.exists(npz)
   assert gallery[0][0].shape == (256, 256, 3) and gallery[1][1] == "#1: 3 steps"
   assert info.startswith("generated 2 samples of class 2, seed 1") and "steps per sample: 3, 3" in info
   np.testing.assert_array_equal(editor["background"], canvas.upscale(results[0]["pixels"], 8))
