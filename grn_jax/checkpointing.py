@@ -157,9 +157,8 @@ def config_to_dict(config) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
-def load_train_arrays(workdir, step: int | None = None) -> tuple[int, dict[str, Any]]:
-  """(step, the saved TrainState as a nested dict of numpy arrays), e.g. for comparisons and
-  export; `step=None` reads the latest checkpoint."""
+def _checkpoint_dir(workdir, step: int | None) -> tuple[int, epath.Path]:
+  """(step, workdir/checkpoints/<step>): the given step, or the latest when None."""
   directory = _abspath(workdir) / "checkpoints"
   if step is None:
     steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.exists() \
@@ -167,7 +166,20 @@ def load_train_arrays(workdir, step: int | None = None) -> tuple[int, dict[str, 
     if not steps:
       raise FileNotFoundError(f"no training checkpoint under {directory}.")
     step = max(steps)
-  path = directory / str(step) / "state"
+  return step, directory / str(step)
+
+
+def load_train_config(workdir, step: int | None = None) -> tuple[int, dict[str, Any]]:
+  """(step, the config dict saved with a training checkpoint); `step=None`: the latest."""
+  step, path = _checkpoint_dir(workdir, step)
+  return step, ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / "config")
+
+
+def load_train_arrays(workdir, step: int | None = None) -> tuple[int, dict[str, Any]]:
+  """(step, the saved TrainState as a nested dict of numpy arrays), e.g. for comparisons and
+  export; `step=None` reads the latest checkpoint."""
+  step, path = _checkpoint_dir(workdir, step)
+  path = path / "state"
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(path)
   tree = getattr(metadata, "item_metadata", None) or metadata

@@ -62,3 +62,6 @@ def test_train_checkpointer_keeps_latest_and_restores(tmp_path):
   ckpt.close()
   step, arrays = checkpointing.load_train_arrays(tmp_path)
   assert step == 4 and int(arrays["step"]) == 4
+  assert checkpointing.load_train_config(tmp_path) == (4, {"seed": 0})
+  with pytest.raises(FileNotFoundError, match="no training checkpoint"):
+    checkpointing.load_train_config(tmp_path / "elsewhere")
