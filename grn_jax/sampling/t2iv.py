@@ -43,6 +43,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from grn_jax import hbq
 from grn_jax.models import grn_t2iv
@@ -229,7 +230,6 @@ def _trace(raw: dict) -> T2IVTrace:
                    entropy=raw["entropy"], active=raw["active"], previews=previews)
 
 
-@functools.lru_cache(maxsize=16)
 def _jitted(apply_fn: DenoiseApply, spec: SamplerSpec, decode_fn: Any):
   loop = refine.make_sampler(apply_fn, spec, decode_fn)
 
@@ -249,6 +249,45 @@ def _jitted(apply_fn: DenoiseApply, spec: SamplerSpec, decode_fn: Any):
         nfe=out.nfe, trace=_trace(out.trace) if spec.trace else None)
 
   return jax.jit(sample)
+
+
+def _float32(value: Any) -> Any:
+  """A host float32 scalar (abstract and traced values pass): Python floats, numpy and jax
+  scalars all reach the jitted function with one dtype, so none of them recompiles."""
+  if isinstance(value, (jax.ShapeDtypeStruct, jax.core.Tracer)):
+    return value
+  return np.asarray(value, np.float32)
+
+
+class T2IVSampler:
+  """The jitted sampler with its arguments normalised first (see make_sampler).
+
+  `jitted` is the jax.jit function itself; `lower(...)` lowers it on the same (possibly
+  abstract) arguments as a call.
+  """
+
+  def __init__(self, jitted):
+    self.jitted = jitted
+
+  @staticmethod
+  def _arguments(settings, replay):
+    settings = jax.tree.map(_float32, as_settings(settings))
+    return settings, _as_replay(replay)
+
+  def __call__(self, params, text_cond, text_uncond, settings, key, replay=None,
+               **kwargs) -> T2IVOutput:
+    settings, replay = self._arguments(settings, replay)
+    return self.jitted(params, as_text_cache(text_cond), as_text_cache(text_uncond), settings,
+                       key, replay, **kwargs)
+
+  def lower(self, params, text_cond, text_uncond, settings, key, replay=None, **kwargs):
+    settings, replay = self._arguments(settings, replay)
+    return self.jitted.lower(params, as_text_cache(text_cond), as_text_cache(text_uncond),
+                             settings, key, replay, **kwargs)
+
+  def _cache_size(self) -> int:
+    """Programs compiled so far (for tests that count compilations)."""
+    return self.jitted._cache_size()  # pylint: disable=protected-access
 
 
 def make_sampler(model: grn_t2iv.GRNT2IV, *, shape: tuple[int, int, int], h_div_w: float,
@@ -272,7 +311,7 @@ def make_sampler(model: grn_t2iv.GRNT2IV, *, shape: tuple[int, int, int], h_div_
     rules: logical axis rules (config.sharding_rules) for the model's sharding constraints.
 
   Returns:
-    jitted `sample(params, text_cond, text_uncond, settings, key, replay=None, *,
+    T2IVSampler, the jitted `sample(params, text_cond, text_uncond, settings, key, replay=None, *,
     decode_params=None, fixed_labels=None, fixed_mask=None) -> T2IVOutput`:
       text_cond: TextCache of B prompts (encode_text); text_uncond: of 1 or B prompts.
       settings: T2IVSettings or a dict of its fields (traced).
@@ -281,11 +320,18 @@ def make_sampler(model: grn_t2iv.GRNT2IV, *, shape: tuple[int, int, int], h_div_
         uniforms float32 [S, B, T, h, w, D] (a Replay or a dict): they replace the initial
         random labels, step s's categorical draw and its keep uniforms (keep = uniform < t_next).
       fixed_labels, fixed_mask: int32 / bool [B, T, h, w, D], labels held as given (editing).
-    Calls with the same arguments reuse one compilation (the builder is cached).
+    Settings given as Python floats, numpy or jax scalars, a dict or T2IVSettings all reach
+    one compiled program; calls of make_sampler with the same arguments return the same
+    sampler (cached).
   """
   spec = sampler_spec(model, tuple(shape), num_steps, schedule_steps, trace, adaptive,
                       warmup_steps, min_steps, max_steps, trace_previews)
-  return _jitted(DenoiseApply(model, float(h_div_w), tuple(rules)), spec, decode_fn)
+  return _sampler(DenoiseApply(model, float(h_div_w), tuple(rules)), spec, decode_fn)
+
+
+@functools.lru_cache(maxsize=16)
+def _sampler(apply_fn: DenoiseApply, spec: SamplerSpec, decode_fn: Any) -> T2IVSampler:
+  return T2IVSampler(_jitted(apply_fn, spec, decode_fn))
 
 
 @functools.lru_cache(maxsize=8)
