@@ -9,6 +9,7 @@ L is the length bucket of the longest prompt, so the jitted encoder compiles onc
 
 from typing import Any, Sequence
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,12 +31,18 @@ def load_text_encoder(cfg, mesh=None, rules=None) -> tuple[umt5.UMT5Encoder, Any
       onto their shardings (otherwise onto the first device).
   """
   module = umt5.build_umt5(cfg)
+  ids = jnp.zeros((1, 1), jnp.int32)
+  if cfg.random_init:
+    logging.warning("text_encoder.random_init=True: a RANDOM text encoder (tests only); "
+                    "text_encoder.checkpoint=%r is ignored.", cfg.checkpoint)
+    params = jax.jit(module.init)(jax.random.key(0), ids, ids.astype(bool))["params"]
+    return module, nn.unbox(params)
   if not cfg.checkpoint:
     raise ValueError("text_encoder.checkpoint is empty: convert the released encoder with "
                      "`python -m grn_jax.convert --kind=umt5 --src=hf://bytedance-research/GRN/"
                      "umt5-xxl --dst=DIR --config=configs/umt5.py:variant=xxl` and pass "
-                     "--config.text_encoder.checkpoint=DIR/params.")
-  ids = jnp.zeros((1, 1), jnp.int32)
+                     "--config.text_encoder.checkpoint=DIR/params (or "
+                     "text_encoder.random_init=True for a test run).")
   boxed = jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import c2i as c2i_configs
 from configs import tokenizer as tokenizer_configs
 from grn_jax import tokenizer_io
 from grn_jax.sampling import c2i
