@@ -9,14 +9,16 @@ samples a class grid, a refinement animation and `samples.npz` (about 8 minutes 
 for tests.
 
 The sections are those of configs/c2i.py (task, model, tokenizer, data, train, optim,
-corruption, sample, eval, mesh, sharding_rules), so the C2I trainer and the sampler read this
-config unchanged; `tokenizer_train` and `demo` are demo-only.
+corruption, sample, eval, mesh, sharding_rules), so the C2I task and the sampler read this
+config unchanged; `tokenizer_train` (the train, optim and reconstruction sections of the
+tokenizer task, configs/tokenizer.py) and `demo` are demo-only.
 """
 
 import ml_collections
 
 from configs import c2i
 from configs import common
+from configs import tokenizer as tokenizer_configs
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -44,19 +46,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       temporal_downsample=(False, True, True), dtype="float32",
       checkpoint="")              # empty: the demo trains it and writes workdir/tokenizer
 
-  # Tokenizer training (grn_jax/trainers/tokenizer.py): L1 + L2 reconstruction where the decoder
-  # sees HBQ-quantised latents (straight-through) with probability quantize_prob.
+  # Tokenizer training (the tokenizer task, grn_jax/trainers/tokenizer.py, on the digits in
+  # memory with this config's seed, tokenizer, data, mesh and model.hbq_rounds): L1 + L2
+  # reconstruction where the decoder sees HBQ-quantised latents (straight-through) with
+  # probability quantize_prob.
+  tokenizer_task = tokenizer_configs.get_config("variant=tiny")
+  del tokenizer_task.reconstruction.hbq_rounds   # the GRN's (config.model.hbq_rounds)
   config.tokenizer_train = ml_collections.ConfigDict(dict(
-      steps=500,
-      batch_size=64,
-      lr=2e-3,
-      warmup_steps=100,
-      l1_weight=1.0,
-      l2_weight=1.0,
-      quantize_prob=0.75,
-      grad_clip_norm=1.0,
+      train=tokenizer_task.train, optim=tokenizer_task.optim,
+      reconstruction=tokenizer_task.reconstruction))
+  config.tokenizer_train.train.update(
+      global_batch_size=64,
+      train_examples=1797,
+      num_epochs=18,              # 28 steps per epoch: the schedule's length (504 steps)
+      total_steps=500,
       log_every_steps=100,
-  ))
+      checkpoint_every_steps=500,
+      keep_checkpoints=1,
+      async_checkpointing=False,
+      peak_flops_per_device=1e11)  # nominal: skips the start-up matmul measurement
+  config.tokenizer_train.optim.update(
+      blr=8e-3,                   # lr = 8e-3 * 64 / 256 = 2e-3
+      warmup_epochs=4,            # 112 steps
+      min_lr=4e-5)                # the cosine ends at lr / 50
 
   # The digits live in memory as pre-tokenized HBQ labels (source='arrays').
   config.data.update(
@@ -124,7 +136,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.tokenizer.update(dim=4, dec_dim=4, latent_dim=4)
     config.model.update(depth=2, hidden_size=32, num_heads=2, bottleneck_dim=8,
                         in_context_len=2, latent_dim=4)
-    config.tokenizer_train.update(steps=3, batch_size=8, warmup_steps=1, log_every_steps=1)
+    config.tokenizer_train.train.update(global_batch_size=8, total_steps=3, log_every_steps=1,
+                                        checkpoint_every_steps=3)
+    config.tokenizer_train.optim.warmup_epochs = 0
     config.train.update(global_batch_size=16, total_steps=3, log_every_steps=1,
                         checkpoint_every_steps=3)
     config.sample.update(num_steps=3, per_class=2, batch_size=20, warmup_steps=1, min_steps=2,

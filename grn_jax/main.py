@@ -6,10 +6,14 @@ r"""grn_jax entry point.
   python -m grn_jax.main --mode=t2i --config=configs/t2iv.py:task=t2i --prompt="a cat" \
       --workdir=DIR                   # also --mode=t2v|i2v, --prompts=FILE, --image, --trajectory
 
-`config.task` names the model family (today: c2i); `--mode` (default `config.mode`) what to
-run. `main(argv)` is importable from a notebook; `run(mode, config, workdir)` is the
-plain-Python form of the same thing. Both check every section of the config first, so an unknown
-or missing field fails at start-up, naming it.
+  python -m grn_jax.main --config=configs/tokenizer.py:variant=tiny --workdir=DIR   # tokenizer
+
+`config.task` names the model family: --mode=train runs its task in the one training loop
+(grn_jax/trainers/loop.py; the TASKS registry of grn_jax/trainers/task.py knows c2i and
+tokenizer); sample and demo run the
+C2I family. `--mode` defaults to `config.mode`. `main(argv)` is importable from a notebook;
+`run(mode, config, workdir)` is the plain-Python form of the same thing. Both check every section
+of the config first, so an unknown or missing field fails at start-up, naming it.
 """
 
 from absl import app
@@ -39,27 +43,32 @@ MODES = ("train", "sample", "demo")
 # Prompt modes of the T2I/T2V family (configs/t2iv.py), run by grn_jax/sampling/t2iv_run.py.
 PROMPT_MODES = ("t2i", "t2v", "i2v")
 PROMPT_FLAGS = ("prompt", "prompts", "image", "trajectory")  # -> config.sample.<flag>
-TASKS = ("c2i",)
+SAMPLING_TASKS = ("c2i",)  # the families --mode=sample and --mode=demo run
 DEMO_SECTIONS = ("tokenizer_train", "demo")  # configs/demo.py only
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the task, the mode and every field of every section (errors name them)."""
+def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) -> None:
+  """Checks the task, the mode (None: config.mode) and every field of every section (errors
+  name them)."""
   # pylint: disable=g-import-not-at-top
   from grn_jax import config_check
-  from grn_jax.demo import run as demo_run
-  from grn_jax.trainers import c2i as c2i_trainer
-  from grn_jax.trainers import tokenizer as tokenizer_trainer
+  from grn_jax.trainers import task as task_lib
   # pylint: enable=g-import-not-at-top
-  if "task" in config and config.task not in TASKS:
-    raise ValueError(f"config.task={config.task!r}: grn_jax.main runs the tasks {TASKS}.")
-  c2i_trainer.validate_config(config, extra_sections=DEMO_SECTIONS)
+  if "task" not in config:
+    raise ValueError(f"config.task is missing; set it to one of {tuple(task_lib.TASKS)}.")
+  task_cls = task_lib.task_class(config.task)
+  task_cls.validate_config(config, extra_sections=DEMO_SECTIONS if config.task == "c2i" else ())
   if config.mode not in MODES:
     raise ValueError(f"config.mode={config.mode!r} must be one of {MODES}.")
+  mode = mode or config.mode
+  if mode != "train" and config.task not in SAMPLING_TASKS:
+    raise ValueError(f"mode {mode!r} runs the tasks {SAMPLING_TASKS}; config.task="
+                     f"{config.task!r} only trains (--mode=train).")
   if "tokenizer_train" in config:
-    config_check.check_fields(config.tokenizer_train, "tokenizer_train",
-                              tokenizer_trainer.TRAIN_FIELDS)
+    from grn_jax.demo import train as demo_train  # pylint: disable=g-import-not-at-top
+    demo_train.validate_tokenizer_sections(config)
   if "demo" in config:
+    from grn_jax.demo import run as demo_run  # pylint: disable=g-import-not-at-top
     config_check.check_fields(config.demo, "demo", demo_run.DEMO_FIELDS)
 
 
@@ -69,16 +78,18 @@ def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
     return run_prompt_mode(mode, config, workdir)
   if mode is not None and mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose from {MODES + PROMPT_MODES}.")
-  validate_config(config)
+  validate_config(config, mode)
   mode = mode or config.mode
   logging.info("grn_jax %s %s on %d devices (%d processes)", config.task, mode,
                jax.device_count(), jax.process_count())
   if mode == "train":
-    from grn_jax.trainers import c2i as trainer  # pylint: disable=g-import-not-at-top
-    return trainer.train_and_evaluate(config, workdir)
+    from grn_jax.trainers import loop  # pylint: disable=g-import-not-at-top
+    return loop.train(config, workdir)
   if mode == "sample":
     from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
     return generate.generate_to_workdir(config, workdir)
+  if "demo" not in config:
+    raise ValueError("--mode=demo runs the digits demo: use --config=configs/demo.py.")
   from grn_jax import demo  # pylint: disable=g-import-not-at-top
   return demo.run_demo(config, workdir)
 

@@ -1,10 +1,25 @@
-# Shared helpers of the launch scripts (sourced, not run).
+# Shared helpers of the launch scripts (sourced, not run): the one argument parser, `run`, and
+# small utilities.
 #
 # Every command that touches a machine goes through `run`, which prints it (shell-quoted, one
 # line starting with "+ ") and executes it unless --dry-run was given. Dry runs therefore show
 # exactly what a real run would issue; tests/test_launch.py parses those lines.
+#
+# Argument parsing: a script declares its flags, then hands its arguments to `parse_args`:
+#   value_flag zone ZONE         --zone=VALUE or --zone VALUE sets $ZONE
+#   switch_flag spot SPOT        --spot sets $SPOT=1
+#   parse_args "$@"              sets $SUBCOMMAND (exactly one) and $EXTRA (the words after --)
+# --dry-run and -h/--help are known to every script (the help is the script's header comment).
+# Unknown flags, a missing value, a value given to a switch and a second subcommand fail with a
+# message naming the flag. Plain indexed arrays only, so bash 3.2 (macOS) runs it too.
 
 DRY_RUN=${DRY_RUN:-0}
+SUBCOMMAND=""
+EXTRA=()
+_VALUE_FLAGS=()
+_VALUE_VARS=()
+_SWITCH_FLAGS=()
+_SWITCH_VARS=()
 
 die() {
   echo "error: $*" >&2
@@ -36,4 +51,68 @@ repo_root() {
 
 require_value() {  # require_value NAME VALUE: fails with a message naming the flag
   [[ -n "$2" ]] || die "--$1 is required (or set it in the environment; see --help)."
+}
+
+usage() {  # the calling script's header comment, from line 2 to `set -euo pipefail`
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+value_flag() {  # value_flag NAME VAR
+  _VALUE_FLAGS+=("$1")
+  _VALUE_VARS+=("$2")
+}
+
+switch_flag() {  # switch_flag NAME VAR
+  _SWITCH_FLAGS+=("$1")
+  _SWITCH_VARS+=("$2")
+}
+
+_index_of() {  # _index_of NAME ITEMS...: prints the index of NAME among ITEMS, or fails
+  local name=$1 i=0 item
+  shift
+  for item in "$@"; do
+    if [[ "${item}" == "${name}" ]]; then
+      printf '%s' "${i}"
+      return 0
+    fi
+    i=$((i + 1))
+  done
+  return 1
+}
+
+parse_args() {
+  local arg name value i
+  while (($#)); do
+    arg=$1
+    case "${arg}" in
+      --) shift; EXTRA=("$@"); break ;;
+      -h|--help) usage; exit 0 ;;
+      --dry-run) DRY_RUN=1 ;;
+      --*)
+        name=${arg#--}
+        name=${name%%=*}
+        if i=$(_index_of "${name}" ${_VALUE_FLAGS[@]+"${_VALUE_FLAGS[@]}"}); then
+          if [[ "${arg}" == *=* ]]; then
+            value=${arg#*=}
+          else
+            (($# > 1)) && [[ "$2" != --* ]] ||
+              die "--${name} needs a value: --${name}=VALUE or --${name} VALUE."
+            value=$2
+            shift
+          fi
+          printf -v "${_VALUE_VARS[i]}" '%s' "${value}"
+        elif i=$(_index_of "${name}" ${_SWITCH_FLAGS[@]+"${_SWITCH_FLAGS[@]}"}); then
+          [[ "${arg}" != *=* ]] || die "--${name} takes no value (got ${arg})."
+          printf -v "${_SWITCH_VARS[i]}" '%s' 1
+        else
+          die "unknown flag --${name} (see --help)."
+        fi ;;
+      -*) die "unknown flag ${arg} (see --help)." ;;
+      *)
+        [[ -z "${SUBCOMMAND}" ]] || die "one subcommand at a time (got ${SUBCOMMAND} and ${arg})."
+        SUBCOMMAND=${arg} ;;
+    esac
+    shift
+  done
+  [[ -n "${SUBCOMMAND}" ]] || { usage; die "missing SUBCOMMAND."; }
 }

@@ -10,33 +10,18 @@
 #   test       the test suite (pytest -n 2)
 #   tiny       a few-second C2I training run on synthetic labels (configs/c2i.py:variant=tiny)
 #
-# Flags: --workdir=DIR (default workdir/demo, for tiny workdir/tiny), --python=PY (default .venv/bin/python if it
-# exists, else python3), --dry-run (print the commands, run nothing).
+# Flags (--flag=VALUE or --flag VALUE): --workdir=DIR (default workdir/demo, for tiny
+# workdir/tiny), --python=PY (default .venv/bin/python if it exists, else python3), --dry-run
+# (print the commands, run nothing).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$(repo_root)"
 
 WORKDIR=${WORKDIR:-}
 PYTHON=${PYTHON:-}
-SUBCOMMAND=""
-EXTRA=()
-
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
-while (($#)); do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --workdir=*) WORKDIR=${1#*=} ;;
-    --python=*) PYTHON=${1#*=} ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    -*) die "unknown flag $1 (see --help)." ;;
-    *) [[ -z "${SUBCOMMAND}" ]] || die "one subcommand at a time (got ${SUBCOMMAND} and $1)."
-       SUBCOMMAND=$1 ;;
-  esac
-  shift
-done
-[[ -n "${SUBCOMMAND}" ]] || { usage; die "missing SUBCOMMAND."; }
+value_flag workdir WORKDIR
+value_flag python PYTHON
+parse_args "$@"
 if [[ -z "${PYTHON}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi

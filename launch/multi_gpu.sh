@@ -11,7 +11,7 @@
 #   run       train: python -m grn_jax.main --mode=train (bfloat16 compute)
 #   sample    python -m grn_jax.main --mode=sample
 #
-# Flags (or the environment variable in brackets):
+# Flags (--flag=VALUE or --flag VALUE; or the environment variable in brackets):
 #   --gpus=0,1,2,3 [CUDA_VISIBLE_DEVICES]   default: all GPUs
 #   --config=C [CONFIG]                      default configs/c2i.py:variant=B
 #   --workdir=DIR [WORKDIR]                  default ./workdir/grn_b
@@ -27,28 +27,13 @@ GPUS=${CUDA_VISIBLE_DEVICES:-}
 CONFIG=${CONFIG:-configs/c2i.py:variant=B}
 WORKDIR=${WORKDIR:-workdir/grn_b}
 PYTHON=${PYTHON:-python3}
-SUBCOMMAND=""
-EXTRA=()
 JAX_VERSION=0.10.2
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
-while (($#)); do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --gpus=*) GPUS=${1#*=} ;;
-    --config=*) CONFIG=${1#*=} ;;
-    --workdir=*) WORKDIR=${1#*=} ;;
-    --python=*) PYTHON=${1#*=} ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    -*) die "unknown flag $1 (see --help)." ;;
-    *) [[ -z "${SUBCOMMAND}" ]] || die "one subcommand at a time (got ${SUBCOMMAND} and $1)."
-       SUBCOMMAND=$1 ;;
-  esac
-  shift
-done
-[[ -n "${SUBCOMMAND}" ]] || { usage; die "missing SUBCOMMAND."; }
+value_flag gpus GPUS
+value_flag config CONFIG
+value_flag workdir WORKDIR
+value_flag python PYTHON
+parse_args "$@"
 [[ -z "${GPUS}" || "${GPUS}" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus must look like 0,1,2, got ${GPUS}."
 cd "$(repo_root)"
 

@@ -19,7 +19,7 @@
 #   delete        delete the TPU VM
 #   all           create, copy, setup, run
 #
-# Flags (or the environment variable in brackets):
+# Flags (--flag=VALUE or --flag VALUE; or the environment variable in brackets):
 #   --name=NAME [TPU_NAME]            default grn-tpu
 #   --zone=ZONE [ZONE]                required, e.g. us-east5-a
 #   --project=PROJECT [PROJECT]       default: gcloud's configured project
@@ -51,35 +51,20 @@ BUCKET=${BUCKET:-}
 CONFIG=${CONFIG:-configs/c2i.py:variant=B}
 WORKDIR=${WORKDIR:-}
 BACKGROUND=0
-SUBCOMMAND=""
-EXTRA=()
 JAX_VERSION=0.10.2
 REMOTE_DIR='~/grn_jax'
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
-while (($#)); do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --name=*) NAME=${1#*=} ;;
-    --zone=*) ZONE=${1#*=} ;;
-    --project=*) PROJECT=${1#*=} ;;
-    --accelerator-type=*) ACCELERATOR_TYPE=${1#*=} ;;
-    --version=*) RUNTIME=${1#*=} ;;
-    --spot) SPOT=1 ;;
-    --bucket=*) BUCKET=${1#*=} ;;
-    --config=*) CONFIG=${1#*=} ;;
-    --workdir=*) WORKDIR=${1#*=} ;;
-    --background) BACKGROUND=1 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    -*) die "unknown flag $1 (see --help)." ;;
-    *) [[ -z "${SUBCOMMAND}" ]] || die "one subcommand at a time (got ${SUBCOMMAND} and $1)."
-       SUBCOMMAND=$1 ;;
-  esac
-  shift
-done
-[[ -n "${SUBCOMMAND}" ]] || { usage; die "missing SUBCOMMAND."; }
+value_flag name NAME
+value_flag zone ZONE
+value_flag project PROJECT
+value_flag accelerator-type ACCELERATOR_TYPE
+value_flag version RUNTIME
+switch_flag spot SPOT
+value_flag bucket BUCKET
+value_flag config CONFIG
+value_flag workdir WORKDIR
+switch_flag background BACKGROUND
+parse_args "$@"
 
 if [[ -z "${RUNTIME}" ]]; then
   case "${ACCELERATOR_TYPE}" in

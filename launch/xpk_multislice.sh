@@ -13,7 +13,7 @@
 #   delete    xpk workload delete (the cluster stays)
 #   teardown  xpk cluster delete
 #
-# Flags (or the environment variable in brackets):
+# Flags (--flag=VALUE or --flag VALUE; or the environment variable in brackets):
 #   --cluster=NAME [CLUSTER]          default grn-xpk
 #   --workload=NAME [WORKLOAD]        default grn-b-<date>
 #   --tpu-type=T [TPU_TYPE]           default v5p-128 (per slice)
@@ -43,33 +43,17 @@ CAPACITY=${CAPACITY:-spot}
 IMAGE=${IMAGE:-}
 BUCKET=${BUCKET:-}
 CONFIG=${CONFIG:-configs/c2i.py:variant=B}
-SUBCOMMAND=""
-EXTRA=()
-
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
-while (($#)); do
-  case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --cluster=*) CLUSTER=${1#*=} ;;
-    --workload=*) WORKLOAD=${1#*=} ;;
-    --tpu-type=*) TPU_TYPE=${1#*=} ;;
-    --num-slices=*) NUM_SLICES=${1#*=} ;;
-    --zone=*) ZONE=${1#*=} ;;
-    --project=*) PROJECT=${1#*=} ;;
-    --capacity=*) CAPACITY=${1#*=} ;;
-    --image=*) IMAGE=${1#*=} ;;
-    --bucket=*) BUCKET=${1#*=} ;;
-    --config=*) CONFIG=${1#*=} ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; EXTRA=("$@"); break ;;
-    -*) die "unknown flag $1 (see --help)." ;;
-    *) [[ -z "${SUBCOMMAND}" ]] || die "one subcommand at a time (got ${SUBCOMMAND} and $1)."
-       SUBCOMMAND=$1 ;;
-  esac
-  shift
-done
-[[ -n "${SUBCOMMAND}" ]] || { usage; die "missing SUBCOMMAND."; }
+value_flag cluster CLUSTER
+value_flag workload WORKLOAD
+value_flag tpu-type TPU_TYPE
+value_flag num-slices NUM_SLICES
+value_flag zone ZONE
+value_flag project PROJECT
+value_flag capacity CAPACITY
+value_flag image IMAGE
+value_flag bucket BUCKET
+value_flag config CONFIG
+parse_args "$@"
 [[ "${NUM_SLICES}" =~ ^[1-9][0-9]*$ ]] || die "--num-slices must be a positive integer."
 require_value zone "${ZONE}"
 require_value project "${PROJECT}"

@@ -11,6 +11,7 @@ from configs import demo as demo_configs
 from configs import tokenizer as tokenizer_configs
 from grn_jax.demo import run as demo_run
 from grn_jax.models import tokenizer as tokenizer_model
+from grn_jax.demo import train as demo_train
 from grn_jax.trainers import c2i as c2i_trainer
 from grn_jax.trainers import tokenizer as tokenizer_trainer
 
@@ -32,15 +33,18 @@ def test_demo_configs_build_and_every_field_is_known(size):
   config = demo_configs.get_config(f"size={size}")
   c2i_trainer.validate_config(config, extra_sections=("tokenizer_train", "demo"))
   demo_run.validate_demo_config(config)
-  tokenizer_trainer.validate_train_config(config.tokenizer_train, num_images=1797)
+  demo_train.validate_tokenizer_sections(config)
+  tokenizer_trainer.validate_config(demo_train.tokenizer_config(config))
+  c2i_trainer.validate_config(demo_train.grn_config(config))
   assert config.mode == "demo"
 
 
 @pytest.mark.parametrize("variant", ["image16", "video64", "tiny"])
-def test_tokenizer_configs_hold_only_a_known_tokenizer_section(variant):
+def test_tokenizer_configs_are_tokenizer_task_configs(variant):
   config = tokenizer_configs.get_config(f"variant={variant}")
-  assert set(config) == {"task", "tokenizer"} and config.task == "tokenizer"
+  assert config.task == "tokenizer" and config.mode == "train"
   tokenizer_model.validate_tokenizer_config(config.tokenizer)
+  tokenizer_trainer.validate_config(config)
   assert config.tokenizer.checkpoint == tokenizer_configs.CHECKPOINTS.get(variant, "")
 
 

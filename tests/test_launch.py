@@ -174,3 +174,60 @@ def test_local_demo_and_evaluate():
   (tiny,), _ = dry_run("local.sh", "tiny", "--python=py")
   assert flag(tiny, "config") == "configs/c2i.py:variant=tiny"
   assert flag(tiny, "workdir") == "workdir/tiny"
+
+
+# The one argument parser of launch/common.sh, through every script.
+SCRIPTS = {  # script -> (a subcommand that issues commands, its environment, a value flag)
+    "local.sh": ("demo", {}, "workdir"),
+    "multi_gpu.sh": ("run", {}, "workdir"),
+    "tpu_vm.sh": ("run", {"ZONE": "z", "BUCKET": "gs://b"}, "config"),
+    "xpk_multislice.sh": ("submit", {"ZONE": "z", "PROJECT": "p", "BUCKET": "gs://b"},
+                          "config"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_shared_parser_takes_both_value_forms(script):
+  subcommand, env, name = SCRIPTS[script]
+  joined, _ = dry_run(script, subcommand, f"--{name}=some/value:x", env=env)
+  spaced, _ = dry_run(script, f"--{name}", "some/value:x", subcommand, env=env)
+  assert joined == spaced and joined
+  assert any("some/value:x" in " ".join(c) for c in joined)   # the value reached the command
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+@pytest.mark.parametrize("args, message", [
+    (("--bogus=1",), "unknown flag --bogus (see --help)."),
+    (("--bogus",), "unknown flag --bogus (see --help)."),
+    (("-x",), "unknown flag -x (see --help)."),
+    (("second",), "one subcommand at a time"),
+])
+def test_shared_parser_rejects_unknown_flags_and_extra_subcommands(script, args, message):
+  subcommand, env, _ = SCRIPTS[script]
+  commands, stderr = dry_run(script, subcommand, *args, env=env, ok=False)
+  assert message in stderr and not commands
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_shared_parser_names_a_missing_value(script):
+  subcommand, env, name = SCRIPTS[script]
+  for args in ((subcommand, f"--{name}"), (f"--{name}", "--", subcommand)):
+    commands, stderr = dry_run(script, *args, env=env, ok=False)
+    assert f"--{name} needs a value: --{name}=VALUE or --{name} VALUE." in stderr
+    assert not commands
+
+
+def test_shared_parser_switches_help_and_missing_subcommand():
+  (create,), _ = dry_run("tpu_vm.sh", "--spot", "create", env={"ZONE": "z"})
+  assert "--spot" in create
+  _, stderr = dry_run("tpu_vm.sh", "create", "--spot=yes", env={"ZONE": "z"}, ok=False)
+  assert "--spot takes no value (got --spot=yes)." in stderr
+  _, stderr = dry_run("local.sh", ok=False)
+  assert "missing SUBCOMMAND" in stderr
+  for script in SCRIPTS:
+    out = subprocess.run(["bash", str(LAUNCH / script), "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "Subcommands" in out.stdout and "set -euo" not in out.stdout
+  # Words after -- go to grn_jax.main untouched, flags of the script included.
+  (cmd,), _ = dry_run("local.sh", "tiny", "--python=py", "--", "--workdir=x", "--bogus")
+  assert cmd[-2:] == ["--workdir=x", "--bogus"] and flag(cmd[:-2], "workdir") == "workdir/tiny"

@@ -18,10 +18,18 @@ CHECKS = textwrap.dedent("""
     from grn_jax import main
     bad_mode = c2i.get_config("variant=tiny")
     bad_mode.mode = "serve"
+    bad_task = c2i.get_config("variant=tiny")
+    bad_task.task = "t2x"
+    sampled_tokenizer = tokenizer.get_config("variant=tiny")
+    sampled_tokenizer.mode = "sample"
+    bad_demo = demo.get_config("size=test")
+    bad_demo.tokenizer_train.optim.blr = -1.0
     for name, config in [("c2i", c2i.get_config("variant=tiny")),
                          ("demo", demo.get_config("size=test")),
                          ("tokenizer", tokenizer.get_config("variant=tiny")),
-                         ("bad_mode", bad_mode)]:
+                         ("tokenizer_image16", tokenizer.get_config("variant=image16")),
+                         ("bad_mode", bad_mode), ("bad_task", bad_task),
+                         ("sampled_tokenizer", sampled_tokenizer), ("bad_demo", bad_demo)]:
       try:
         main.validate_config(config)
         print(name, "OK")
@@ -31,14 +39,20 @@ CHECKS = textwrap.dedent("""
 
 
 def test_validate_config_accepts_the_config_files_and_names_bad_task_and_mode():
+  """Every config file passes; an unknown task names the known ones; the demo's tokenizer
+  sections are checked as the tokenizer task's config."""
   out = subprocess.run([sys.executable, "-c", CHECKS], cwd=ROOT, env=ENV, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
-  assert lines["c2i"] == "OK" and lines["demo"] == "OK"
-  assert lines["tokenizer"] == ("ERROR config.task='tokenizer': grn_jax.main runs the tasks "
-                                "('c2i',).")
+  assert lines["c2i"] == lines["demo"] == lines["tokenizer"] == lines["tokenizer_image16"] == "OK"
   assert lines["bad_mode"].startswith("ERROR config.mode='serve' must be one of")
+  assert lines["bad_task"] == ("ERROR config.task='t2x' is not a training task; known tasks: "
+                               "c2i, tokenizer.")
+  assert lines["sampled_tokenizer"] == ("ERROR mode 'sample' runs the tasks ('c2i',); "
+                                        "config.task='tokenizer' only trains (--mode=train).")
+  assert lines["bad_demo"].startswith("ERROR config.tokenizer_train (the demo's tokenizer run")
+  assert lines["bad_demo"].endswith("config.optim.blr must be > 0, got -1.0.")
 
 
 def test_unknown_command_line_field_fails_naming_it(tmp_path):

@@ -7,10 +7,11 @@ r"""C2I train-step speed (and AOT memory) next to the measured matmul peak of th
       # compile only (abstract inputs) on --xla_force_host_platform_device_count fake devices
       # and print compiled.memory_analysis() per device
 
-The step is the full training step (corruption, forward, backward, clipping, AdamW, two EMAs)
-on one device, synthetic labels, random weights. MFU = model FLOP/s (3x forward matmul FLOPs,
-`grn_jax.flops.c2i_train_flops_per_example`) over the measured 2048^2 jnp.dot peak of the same
-device.
+The step is THE training step of the loop (grn_jax.trainers.loop.build_program: corruption,
+forward, backward, clipping, AdamW, two EMAs, the metrics; compiled once, state and metrics
+donated) on one device, synthetic labels, random weights. MFU = model FLOP/s (3x forward matmul
+FLOPs, `grn_jax.flops.c2i_train_flops_per_example`) over the measured 2048^2 jnp.dot peak of the
+same device.
 """
 
 import os
@@ -29,7 +30,8 @@ from grn_jax import flops
 from grn_jax import hbq
 from grn_jax import sharding
 from grn_jax.benchmarks import official
-from grn_jax.trainers import c2i as trainer
+from grn_jax.data import pipeline
+from grn_jax.trainers import loop
 
 FLAGS = flags.FLAGS
 
@@ -54,30 +56,18 @@ def define_flags() -> None:
 
 def bench_config(variant: str, batch: int, dtype: str, remat: str = "none", scan: bool = False):
   config = c2i_configs.get_config(f"variant={variant}")
+  config.data.source = "synthetic"   # labels are fed directly (no online tokenizer)
   config.train.global_batch_size = batch
   config.model.update(dtype=dtype, remat_policy=remat, scan_layers=scan)
   config.mesh.update(data=-1, fsdp=1, tensor=1)
   return config
 
 
-def abstract_batch(config, step_fn):
-  h, w, d = trainer.pipeline.label_shape(config.model)
-  b = config.train.global_batch_size
-  return {"labels": jax.ShapeDtypeStruct((b, h, w, d), jnp.int32,
-                                         sharding=step_fn.batch_shardings["labels"]),
-          "class_labels": jax.ShapeDtypeStruct((b,), jnp.int32,
-                                               sharding=step_fn.batch_shardings["class_labels"])}
-
-
 def compile_train_step(config, devices=None):
   """AOT: (compiled step, compile seconds) from abstract state and batch, no real arrays."""
   mesh = sharding.make_mesh(config.mesh, devices)
   start = time.perf_counter()
-  abstract, shardings, model, tx, lr_fn = trainer.create_train_state(
-      config, mesh, config.train.train_examples, abstract_only=True)
-  step_fn = trainer.make_train_step(config, mesh, model, tx, lr_fn, shardings)
-  with jax.set_mesh(mesh):
-    compiled = step_fn.jitted.lower(abstract, abstract_batch(config, step_fn)).compile()
+  compiled = loop.compile_train_step(config, mesh)
   return compiled, time.perf_counter() - start
 
 
@@ -92,27 +82,27 @@ def memory_per_device(compiled) -> dict[str, int]:
 
 
 def time_ours(config, steps: int) -> tuple[float, float]:
-  """(median seconds per step, compile seconds) on one device."""
+  """(median seconds per step, compile + first step seconds) on one device."""
   device = jax.local_devices()[0]
   mesh = sharding.make_mesh(config.mesh, [device])
   start = time.perf_counter()
-  state, shardings, model, tx, lr_fn = trainer.create_train_state(
-      config, mesh, config.train.train_examples)
-  step_fn = trainer.make_train_step(config, mesh, model, tx, lr_fn, shardings)
-  h, w, d = trainer.pipeline.label_shape(config.model)
+  program = loop.build_program(config, mesh)
+  step_fn = program.compile()
+  state, metrics = program.init(), program.empty_metrics()
+  h, w, d = pipeline.label_shape(config.model)
   rng = np.random.default_rng(0)
   k = hbq.num_classes(config.model.hbq_rounds, config.model.label_mode)
-  batch = sharding.shard_host_batch(
+  batch = program.task.make_prepare(mesh, program.batch_shardings)(
       {"labels": rng.integers(0, k, (config.train.global_batch_size, h, w, d), dtype=np.int32),
        "class_labels": rng.integers(0, config.model.num_classes, config.train.global_batch_size,
-                                    dtype=np.int32)}, mesh)
-  state, metrics = step_fn(state, batch)
+                                    dtype=np.int32)})
+  state, metrics = step_fn(state, batch, metrics)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   times = []
   for _ in range(steps):
     t0 = time.perf_counter()
-    state, metrics = step_fn(state, batch)
+    state, metrics = step_fn(state, batch, metrics)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
   return float(np.median(times)), compile_s

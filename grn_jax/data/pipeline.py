@@ -15,7 +15,7 @@ trainer checkpoints.
 
 import dataclasses
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import jax
@@ -31,6 +31,7 @@ from grn_jax.data import transforms
 LABEL_SOURCES = ("synthetic", "arrays", "label_shards")
 IMAGE_SOURCES = ("tfds", "folder")
 SOURCES = LABEL_SOURCES + IMAGE_SOURCES
+IMAGE_TASK_SOURCES = ("synthetic", "arrays") + IMAGE_SOURCES  # images for the tokenizer task
 DATA_FIELDS = ("source", "name", "split", "data_dir", "image_size", "random_flip", "num_workers",
                "synthetic_seed")
 
@@ -48,8 +49,8 @@ def validate_data_config(config: ml_collections.ConfigDict, dataset=None) -> Non
   if data.source not in SOURCES:
     raise ValueError(f"config.data.source must be one of {SOURCES}, got {data.source!r}.")
   if data.source == "arrays" and dataset is None:
-    raise ValueError("config.data.source='arrays' needs train_and_evaluate(..., dataset=(labels "
-                     "int32 [N, h, w, D], class_labels int32 [N])).")
+    raise ValueError("config.data.source='arrays' needs train(..., dataset=(labels int32 "
+                     "[N, h, w, D], class_labels int32 [N])).")
   if dataset is not None and data.source != "arrays":
     raise ValueError(f"a dataset was passed but config.data.source={data.source!r}; set it to "
                      "'arrays'.")
@@ -58,6 +59,16 @@ def validate_data_config(config: ml_collections.ConfigDict, dataset=None) -> Non
                      f"config.model.input_size={config.model.input_size} (tokenizer stride 16).")
   if data.source in ("folder", "label_shards") and not data.data_dir:
     raise ValueError(f"config.data.data_dir must name the {data.source} location.")
+
+
+def image_source(data: ml_collections.ConfigDict):
+  """(random-access source, Map transforms) of the image sources tfds and folder; records
+  {'image': uint8 [H, W, 3] of any size, 'class_labels': int32 []}."""
+  if data.source == "tfds":
+    return sources.tfds_source(data.name, data.split, data.data_dir), [sources.RenameTfdsKeys()]
+  if data.source == "folder":
+    return sources.ImageFolderSource(data.data_dir), []
+  raise ValueError(f"config.data.source={data.source!r} is not one of {IMAGE_SOURCES}.")
 
 
 def build_source(config: ml_collections.ConfigDict, dataset=None):
@@ -73,10 +84,8 @@ def build_source(config: ml_collections.ConfigDict, dataset=None):
   if data.source == "label_shards":
     return (label_shards.LabelShardSource(data.data_dir),
             [sources.LabelShardRecord(model.label_mode, model.hbq_rounds)])
-  if data.source == "tfds":
-    return sources.tfds_source(data.name, data.split, data.data_dir), [sources.RenameTfdsKeys()]
-  if data.source == "folder":
-    return sources.ImageFolderSource(data.data_dir), []
+  if data.source in IMAGE_SOURCES:
+    return image_source(data)
   raise ValueError(f"config.data.source={data.source!r} is not one of {SOURCES}.")
 
 
@@ -125,27 +134,21 @@ class _ProcessRows(grain.MapDataset):
 class TrainIterator:
   """Yields this process's share of each global batch (numpy), with checkpointable state.
 
-  Label batches: {'labels': int32 [b, h, w, D], 'class_labels': int32 [b]};
-  image batches: {'image': uint8 [b, H, W, 3], 'class_labels': int32 [b]}.
+  C2I label batches: {'labels': int32 [b, h, w, D], 'class_labels': int32 [b]}; image batches:
+  {'image': uint8 [b, H, W, 3] (float32 in [-1, 1] for in-memory float images), ...}.
+  `check` (if any) validates every batch before it is returned.
   """
   iterator: Any
-  needs_tokenizer: bool
   num_examples: int
-  label_range: tuple[int, int]    # (K label classes, image classes) for input validation
+  check: Callable[[dict[str, np.ndarray]], None] | None = None
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self.iterator)
-    k, classes = self.label_range
-    cls = batch["class_labels"]
-    if cls.min() < 0 or cls.max() >= classes:
-      raise ValueError(f"class labels must lie in [0, {classes}), got [{cls.min()}, "
-                       f"{cls.max()}]; check config.model.num_classes against the data.")
-    if "labels" in batch and (batch["labels"].min() < 0 or batch["labels"].max() >= k):
-      raise ValueError(f"HBQ labels must lie in [0, {k}), got [{batch['labels'].min()}, "
-                       f"{batch['labels'].max()}]; check config.model.label_mode/hbq_rounds.")
+    if self.check is not None:
+      self.check(batch)
     return batch
 
   def get_state(self) -> dict[str, Any]:
@@ -155,39 +158,123 @@ class TrainIterator:
     self.iterator.set_state(state)
 
 
-def build_train_iterator(config: ml_collections.ConfigDict, dataset=None,
-                         rows: tuple[int, int] | None = None) -> TrainIterator:
-  """The training input of this process.
+def make_iterator(source, transforms: Sequence[Any], *, seed: int, global_batch: int,
+                  rows: tuple[int, int] | None = None, num_workers: int = 0,
+                  worker_processes: bool = False,
+                  check: Callable[[dict[str, np.ndarray]], None] | None = None) -> TrainIterator:
+  """The shuffled, repeated, batched stream of a random-access source (see the module doc).
 
   Args:
-    config: full config (data, model, seed, train.global_batch_size).
+    source: a grain random-access source (len, getitem) of dict records.
+    transforms: grain Map / RandomMap transforms applied per element, in order.
+    seed: shuffle and random-transform seed (the same on every process).
+    global_batch: examples per global batch.
+    rows: [start, stop) rows of each global batch for this process (default: `process_rows`).
+    num_workers: grain read threads (at least 2) and, with `worker_processes`, processes.
+    worker_processes: use `num_workers` worker processes (decode-heavy image sources).
+    check: validates every batch (raises with a message naming the config field).
+  """
+  start, stop = rows or process_rows(global_batch)
+  num_examples = len(source)
+  if num_examples < global_batch:
+    raise ValueError(f"the data set has {num_examples} examples, fewer than "
+                     f"config.train.global_batch_size={global_batch}.")
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+  for transform in transforms:
+    ds = (ds.random_map(transform) if isinstance(transform, grain.transforms.RandomMap)
+          else ds.map(transform))
+  ds = _ProcessRows(ds, global_batch, start, stop).batch(stop - start, drop_remainder=True)
+  threads = max(int(num_workers), 2)
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                               prefetch_buffer_size=threads))
+  if worker_processes and num_workers > 0:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(num_workers)))
+  return TrainIterator(iter(it_ds), num_examples, check)
+
+
+def _image_transforms(data: ml_collections.ConfigDict) -> list[Any]:
+  """ADM center crop to data.image_size, then the random flip if data.random_flip."""
+  out = [transforms.CenterCrop(data.image_size)]
+  if data.random_flip:
+    out.append(transforms.RandomFlip())
+  return out
+
+
+def _label_check(num_label_classes: int, num_classes: int):
+  """Validates C2I batches: class labels in [0, num_classes), HBQ labels in [0, K)."""
+
+  def check(batch):
+    cls = batch["class_labels"]
+    if cls.min() < 0 or cls.max() >= num_classes:
+      raise ValueError(f"class labels must lie in [0, {num_classes}), got [{cls.min()}, "
+                       f"{cls.max()}]; check config.model.num_classes against the data.")
+    if "labels" in batch and (batch["labels"].min() < 0 or
+                              batch["labels"].max() >= num_label_classes):
+      raise ValueError(f"HBQ labels must lie in [0, {num_label_classes}), got "
+                       f"[{batch['labels'].min()}, {batch['labels'].max()}]; check "
+                       "config.model.label_mode/hbq_rounds.")
+
+  return check
+
+
+def build_train_iterator(config: ml_collections.ConfigDict, dataset=None,
+                         rows: tuple[int, int] | None = None) -> TrainIterator:
+  """The C2I training input of this process (labels, or images for the online tokenizer).
+
+  Args:
+    config: full C2I config (data, model, seed, train.global_batch_size).
     dataset: for data.source == 'arrays': (labels int32 [N, h, w, D], class_labels int32 [N]).
     rows: [start, stop) rows of each global batch for this process (default: `process_rows`).
   """
   validate_data_config(config, dataset)
   data, model = config.data, config.model
-  global_batch = config.train.global_batch_size
-  start, stop = rows or process_rows(global_batch)
   source, fixups = build_source(config, dataset)
-  num_examples = len(source)
-  if num_examples < global_batch:
-    raise ValueError(f"the data set has {num_examples} examples, fewer than "
-                     f"config.train.global_batch_size={global_batch}.")
-  ds = grain.MapDataset.source(source).seed(config.seed)
-  ds = ds.shuffle().repeat()
-  for fix in fixups:
-    ds = ds.map(fix)
-  needs_tokenizer = data.source in IMAGE_SOURCES
-  if needs_tokenizer:
-    ds = ds.map(transforms.CenterCrop(data.image_size))
-    if data.random_flip:
-      ds = ds.random_map(transforms.RandomFlip())
-  ds = _ProcessRows(ds, global_batch, start, stop).batch(stop - start, drop_remainder=True)
-  workers = int(data.num_workers)
-  threads = max(workers, 2)
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                               prefetch_buffer_size=threads))
-  if workers > 0 and needs_tokenizer:
-    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  is_image = data.source in IMAGE_SOURCES
   k = hbq.num_classes(model.hbq_rounds, model.label_mode)
-  return TrainIterator(iter(it_ds), needs_tokenizer, num_examples, (k, model.num_classes))
+  return make_iterator(source, fixups + (_image_transforms(data) if is_image else []),
+                       seed=config.seed, global_batch=config.train.global_batch_size,
+                       rows=rows, num_workers=data.num_workers, worker_processes=is_image,
+                       check=_label_check(k, model.num_classes))
+
+
+def validate_image_data_config(config: ml_collections.ConfigDict, dataset=None) -> None:
+  """config.data of an image-trained task (the tokenizer): fails naming the field."""
+  data = config.data
+  config_check.check_fields(data, "data", DATA_FIELDS)
+  if data.source not in IMAGE_TASK_SOURCES:
+    raise ValueError(f"config.data.source must be one of {IMAGE_TASK_SOURCES} for images, got "
+                     f"{data.source!r}.")
+  if (data.source == "arrays") != (dataset is not None):
+    raise ValueError("config.data.source='arrays' goes with train(..., dataset=images [N, H, W, "
+                     f"3]) and only with it; got source {data.source!r} and "
+                     f"{'a' if dataset is not None else 'no'} dataset.")
+  if data.image_size < 16 or data.image_size % 16:
+    raise ValueError(f"config.data.image_size={data.image_size} must be a positive multiple "
+                     "of 16 (tokenizer stride).")
+  if data.source == "folder" and not data.data_dir:
+    raise ValueError("config.data.data_dir must name the image folder.")
+
+
+def build_image_iterator(config: ml_collections.ConfigDict, dataset=None,
+                         rows: tuple[int, int] | None = None) -> TrainIterator:
+  """Images of this process's rows of every global batch: {'image': [b, S, S, 3]}.
+
+  Args:
+    config: config with data, seed, train.global_batch_size, train.train_examples (the size of
+      the synthetic source).
+    dataset: for data.source == 'arrays': images [N, S, S, 3], uint8 or float in [-1, 1].
+    rows: [start, stop) rows of each global batch for this process (default: `process_rows`).
+  """
+  validate_image_data_config(config, dataset)
+  data = config.data
+  if data.source == "synthetic":
+    source, maps = sources.SyntheticImageSource(config.train.train_examples, data.image_size,
+                                                seed=data.synthetic_seed), []
+  elif data.source == "arrays":
+    source, maps = sources.ArrayImageSource(dataset, data.image_size), []
+  else:
+    source, maps = image_source(data)
+    maps = maps + _image_transforms(data)
+  return make_iterator(source, maps, seed=config.seed,
+                       global_batch=config.train.global_batch_size, rows=rows,
+                       num_workers=data.num_workers, worker_processes=data.source in IMAGE_SOURCES)

@@ -1,9 +1,11 @@
 """Random-access data sources (grain `RandomAccessDataSource` protocol: __len__, __getitem__).
 
-Every source yields dicts with `class_labels` (int32 []) and either
+C2I sources yield dicts with `class_labels` (int32 []) and either
   `labels`  int32 [h, w, D]   clean HBQ labels (synthetic, arrays; label shards come from
                               grn_jax/data/label_shards.py through `LabelShardRecord`), or
   `image`   uint8 [H, W, 3]   an RGB image of any size (tfds, folder), tokenized on the fly.
+Image sources for the tokenizer task (`SyntheticImageSource`, `ArrayImageSource`, and tfds and
+folder again) yield `image` at the training size: uint8, or float32 in [-1, 1] for float arrays.
 """
 
 from typing import Any
@@ -72,6 +74,58 @@ class ArrayLabelSource:
 
   def __repr__(self) -> str:
     return f"ArrayLabelSource(labels={self._labels.shape})"
+
+
+class SyntheticImageSource:
+  """Deterministic pseudo images: element i is a random 4 x 4 RGB pattern of (seed, i), each cell
+  a flat square of side image_size / 4. uint8 [image_size, image_size, 3]."""
+
+  CELLS = 4
+
+  def __init__(self, num_examples: int, image_size: int, seed: int = 0):
+    if num_examples < 1 or image_size < 1 or image_size % self.CELLS:
+      raise ValueError(f"synthetic images need num_examples >= 1 and an image_size divisible "
+                       f"by {self.CELLS}, got {num_examples} and {image_size}.")
+    self._n, self._size, self._seed = int(num_examples), int(image_size), int(seed)
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    rng = np.random.default_rng([self._seed, 2, int(index) % self._n])
+    cells = rng.integers(0, 256, (self.CELLS, self.CELLS, 3), dtype=np.uint8)
+    scale = self._size // self.CELLS
+    return dict(image=np.repeat(np.repeat(cells, scale, axis=0), scale, axis=1))
+
+  def __repr__(self) -> str:
+    return f"SyntheticImageSource(n={self._n}, size={self._size}, seed={self._seed})"
+
+
+class ArrayImageSource:
+  """In-memory images [N, S, S, 3]: uint8, or float in [-1, 1] (kept as float32)."""
+
+  def __init__(self, images: np.ndarray, image_size: int):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3):
+      raise ValueError(f"dataset must be images [N, {image_size}, {image_size}, 3] "
+                       f"(config.data.image_size={image_size}), got shape {images.shape}.")
+    if np.issubdtype(images.dtype, np.floating):
+      low, high = float(images.min()), float(images.max())
+      if not (np.isfinite(low) and np.isfinite(high)) or low < -1.0 - 1e-6 or high > 1.0 + 1e-6:
+        raise ValueError(f"float dataset images must lie in [-1, 1], got [{low}, {high}].")
+      images = images.astype(np.float32)
+    elif images.dtype != np.uint8:
+      raise TypeError(f"dataset images must be uint8 or float in [-1, 1], got {images.dtype}.")
+    self._images = images
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return dict(image=self._images[int(index) % len(self._images)])
+
+  def __repr__(self) -> str:
+    return f"ArrayImageSource(images={self._images.shape}, {self._images.dtype})"
 
 
 class ImageFolderSource:

@@ -1,9 +1,10 @@
 """The digits demo, stage by stage (`run_demo(config, workdir)`; see configs/demo.py).
 
   1. data       scikit-learn digits, bicubic-upsampled to config.data.image_size
-  2. tokenizer  trained by grn_jax.trainers.tokenizer -> workdir/tokenizer (Orbax params)
+  2. tokenizer  the tokenizer task of the training loop (grn_jax/demo/train.py), checkpoints in
+                workdir/tokenizer_train -> workdir/tokenizer (Orbax params)
   3. labels     every digit -> HBQ labels int32 [1797, h, w, D] -> workdir/digits_labels.npz
-  4. GRN        grn_jax.trainers.c2i.train_and_evaluate on the in-memory labels
+  4. GRN        the C2I task of the training loop on the in-memory labels
                 -> workdir/checkpoints; the sampling params (config.sample.params) also go to
                 workdir/grn_params
   5. samples    default sampler settings, through grn_jax.sampling.generate (the PNGs in
@@ -19,14 +20,11 @@ demo resumes; the samples are drawn anew by every run (they depend on config.sam
 """
 
 import json
-import logging as py_logging
 import os
-import re
 import shutil
 import time
 from typing import Any
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -38,10 +36,10 @@ from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.demo import digits
 from grn_jax.demo import images as image_files
+from grn_jax.demo import train as demo_train
 from grn_jax.sampling import animate
 from grn_jax.sampling import c2i as c2i_sampling
 from grn_jax.sampling import generate
-from grn_jax.trainers import tokenizer as tokenizer_trainer
 
 DEMO_FIELDS = ("grid_per_class", "animation_classes", "gif_frame_ms", "compare_adaptive",
                "evaluate")
@@ -49,21 +47,6 @@ DEMO_FIELDS = ("grid_per_class", "animation_classes", "gif_frame_ms", "compare_a
 
 def _say(message: str) -> None:
   print(message, flush=True)
-
-
-class _StepProgress(py_logging.Handler):
-  """Moves a tqdm bar from the C2I trainer's '[step] ...' metric log lines."""
-
-  _STEP = re.compile(r"^\[(\d+)\] ")
-
-  def __init__(self, bar):
-    super().__init__()
-    self.bar = bar
-
-  def emit(self, record):
-    match = self._STEP.match(record.getMessage())
-    if match and int(match.group(1)) > self.bar.n:
-      self.bar.update(int(match.group(1)) - self.bar.n)
 
 
 def validate_demo_config(config: ml_collections.ConfigDict) -> None:
@@ -94,9 +77,9 @@ def tokenizer_stage(config, workdir: str, images: np.ndarray):
   if os.path.exists(path):
     _say(f"[2/6] tokenizer: reusing {path}")
     return checkpointing.restore_params(path), None
-  _say(f"[2/6] tokenizer: training {config.tokenizer_train.steps} steps on {len(images)} "
-       "digits")
-  params, metrics = tokenizer_trainer.train_tokenizer(config, images)
+  _say(f"[2/6] tokenizer: training {demo_train.tokenizer_steps(config, len(images))} steps on "
+       f"{len(images)} digits")
+  params, metrics = demo_train.train_tokenizer(config, workdir, images)
   checkpointing.save_params(path, params)
   return params, metrics
 
@@ -124,22 +107,9 @@ def reconstruction_stage(config, params, labels: np.ndarray) -> np.ndarray:
 
 def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
   """Trains (or resumes) the GRN; returns the final TrainState."""
-  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
-  from grn_jax.trainers import c2i  # pylint: disable=g-import-not-at-top
-  steps = c2i.total_train_steps(config, len(labels))
-  _say(f"[4/6] GRN: {steps} steps of batch {config.train.global_batch_size} on labels "
-       f"{labels.shape}")
-  bar = tqdm.tqdm(total=steps, desc="GRN", unit="step")
-  handler = _StepProgress(bar)
-  absl_logger = logging.get_absl_logger()
-  absl_logger.addHandler(handler)
-  try:
-    state = c2i.train_and_evaluate(config, workdir, dataset=(labels, classes))
-  finally:
-    absl_logger.removeHandler(handler)
-    bar.update(max(steps - bar.n, 0))
-    bar.close()
-  return state
+  _say(f"[4/6] GRN: {demo_train.grn_steps(config, len(labels))} steps of batch "
+       f"{config.train.global_batch_size} on labels {labels.shape}")
+  return demo_train.train_grn(config, workdir, labels, classes)
 
 
 def sample_stage(config, workdir: str, tok_params) -> dict[str, Any]:

@@ -1,1 +1,2 @@
-"""Train loops, one per model family; step functions are pure."""
+"""Training: the one loop (loop.py), the shared state and optimizer (state.py), and one task per
+model family (c2i.py, tokenizer.py) whose step functions are pure."""

@@ -1,7 +1,10 @@
-"""A reconstruction trainer for small HBQ tokenizers on in-memory images (the digits demo).
+"""A reconstruction trainer for HBQ tokenizers, a task of grn_jax/trainers/loop.py.
 
-The official tokenizer training (LPIPS + GAN, GRN-SPEC §C.5) is not released; this trainer is
-for small data sets that fit in device memory, where a pixel loss is enough:
+  python -m grn_jax.main --mode=train --config=configs/tokenizer.py:variant=tiny --workdir=DIR
+
+The official tokenizer training (LPIPS + GAN, GRN-SPEC §C.5) is not released; this task trains
+with a pixel loss, enough for small data sets (the digits demo) or to fine-tune a converted
+tokenizer (`config.train.init_from`):
 
   f      = tanh latents of the encoder                      float32 [B, H/16, W/16, d]
   f_hbq  = f + stop_gradient(dequantize(quantize(f)) - f)   straight-through HBQ (M rounds)
@@ -9,50 +12,61 @@ for small data sets that fit in device memory, where a pixel loss is enough:
   loss   = l1_weight * |decode(z) - x| + l2_weight * (decode(z) - x)^2    (mean over pixels)
 
 so the decoder learns to read the quantised latents that the GRN will generate, while the
-continuous path keeps gradients informative. The whole data set lives on the device and every
-step gathers a random batch inside one jit; AdamW with linear warm-up and cosine decay.
+continuous path keeps gradients informative. The `reconstruction` section holds hbq_rounds and
+the loss weights; data, train and optim are the sections every task has (images from tfds, a
+folder, synthetic patterns, or in memory: data.source = 'arrays' with `dataset=images [N, S, S,
+3]`, uint8 or float in [-1, 1]).
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from clu import metrics as clu_metrics
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from grn_jax import config_check
 from grn_jax import hbq
+from grn_jax import sharding
+from grn_jax import tokenizer_io
+from grn_jax.data import pipeline
 from grn_jax.models import build_tokenizer
+from grn_jax.models import tokenizer as tokenizer_model
+from grn_jax.trainers import state as state_lib
+from grn_jax.trainers import task as task_lib
 
-TRAIN_FIELDS = ("steps", "batch_size", "lr", "warmup_steps", "l1_weight", "l2_weight",
-                "quantize_prob", "grad_clip_norm", "log_every_steps")
-
-
-@flax.struct.dataclass
-class TokenizerState:
-  step: jnp.ndarray           # int32 []
-  params: Any
-  opt_state: Any
+CONFIG_FIELDS = ("task", "mode", "seed", "tokenizer", "data", "train", "optim",
+                 "reconstruction", "mesh", "sharding_rules")
+RECONSTRUCTION_FIELDS = ("hbq_rounds", "l1_weight", "l2_weight", "quantize_prob")
+SAMPLE_IMAGES = 8  # images of the reconstruction preview
 
 
-def validate_train_config(cfg: ml_collections.ConfigDict, num_images: int) -> None:
-  """config.tokenizer_train: fails naming the field."""
-  config_check.check_fields(cfg, "tokenizer_train", TRAIN_FIELDS)
-  if cfg.steps < 1 or cfg.batch_size < 1:
-    raise ValueError(f"config.tokenizer_train.steps and batch_size must be >= 1, got "
-                     f"{cfg.steps} and {cfg.batch_size}.")
-  if cfg.batch_size > num_images:
-    raise ValueError(f"config.tokenizer_train.batch_size={cfg.batch_size} exceeds the "
-                     f"{num_images} images.")
-  if not 0.0 <= cfg.quantize_prob <= 1.0:
-    raise ValueError(f"config.tokenizer_train.quantize_prob must lie in [0, 1], got "
-                     f"{cfg.quantize_prob}.")
-  if cfg.l1_weight < 0 or cfg.l2_weight < 0 or cfg.l1_weight + cfg.l2_weight <= 0:
-    raise ValueError("config.tokenizer_train.l1_weight and l2_weight must be >= 0 and not both 0.")
-  if not cfg.lr > 0:
-    raise ValueError(f"config.tokenizer_train.lr must be > 0, got {cfg.lr}.")
+def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[str] = ()) -> None:
+  """A whole tokenizer-task config (configs/tokenizer.py): errors name the field."""
+  config_check.check_fields(config, "", CONFIG_FIELDS, optional=extra_sections)
+  if config.task != "tokenizer":
+    raise ValueError(f"config.task={config.task!r}: this is the check of a tokenizer config "
+                     "(task 'tokenizer').")
+  tokenizer_model.validate_tokenizer_config(config.tokenizer)
+  config_check.check_fields(config.data, "data", pipeline.DATA_FIELDS)
+  if config.data.source not in pipeline.IMAGE_TASK_SOURCES:
+    raise ValueError(f"config.data.source must be one of {pipeline.IMAGE_TASK_SOURCES} for the "
+                     f"tokenizer, got {config.data.source!r}.")
+  state_lib.check_sections(config)
+  recon = config.reconstruction
+  config_check.check_fields(recon, "reconstruction", RECONSTRUCTION_FIELDS)
+  if recon.hbq_rounds < 1:
+    raise ValueError(f"config.reconstruction.hbq_rounds must be >= 1, got {recon.hbq_rounds}.")
+  if not 0.0 <= recon.quantize_prob <= 1.0:
+    raise ValueError(f"config.reconstruction.quantize_prob must lie in [0, 1], got "
+                     f"{recon.quantize_prob}.")
+  if recon.l1_weight < 0 or recon.l2_weight < 0 or recon.l1_weight + recon.l2_weight <= 0:
+    raise ValueError("config.reconstruction.l1_weight and l2_weight must be >= 0 and not both "
+                     f"0, got {recon.l1_weight} and {recon.l2_weight}.")
+  config_check.check_fields(config.mesh, "mesh", sharding.MESH_AXES)
+  sharding.rules_from_config(config.sharding_rules)
 
 
 def hbq_straight_through(latent: jnp.ndarray, rounds: int) -> jnp.ndarray:
@@ -61,101 +75,97 @@ def hbq_straight_through(latent: jnp.ndarray, rounds: int) -> jnp.ndarray:
   return latent + jax.lax.stop_gradient(quantized - latent)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  warmup = min(int(cfg.warmup_steps), int(cfg.steps) - 1)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(warmup, 0), int(cfg.steps),
-                                                end_value=cfg.lr * 0.02)
-  chain = []
-  if cfg.grad_clip_norm and cfg.grad_clip_norm > 0:
-    chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
-  chain.append(optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=0.0))
-  return optax.chain(*chain)
-
-
-def _encode_decode(module, params, images, latent_fn: Callable[[jnp.ndarray], jnp.ndarray]):
-  latents = module.apply({"params": params}, images, method="encode")
-  return module.apply({"params": params}, latent_fn(latents), method="decode")
-
-
-def init_params(module, image_shape: tuple[int, int, int], seed: int):
-  """Encoder and decoder params for images [H, W, 3]."""
-  images = jnp.zeros((1, *image_shape), jnp.float32)
-  both = lambda m, x: m.decode(m.encode(x))
-  return jax.jit(lambda k: module.init(k, images, method=both)["params"])(jax.random.key(seed))
-
-
-def make_train_step(module, cfg: ml_collections.ConfigDict, rounds: int, tx):
-  """jit((state, images [N, H, W, 3], key) -> (state, metrics)); images stay on the device."""
-
-  def loss_fn(params, batch, quantize_mask):
-    def latent_fn(latents):
-      mask = quantize_mask[:, None, None, None]
-      return jnp.where(mask, hbq_straight_through(latents, rounds), latents)
-    recon = _encode_decode(module, params, batch, latent_fn).astype(jnp.float32)
-    err = recon - batch
-    l1, l2 = jnp.mean(jnp.abs(err)), jnp.mean(err**2)
-    return cfg.l1_weight * l1 + cfg.l2_weight * l2, (l1, l2)
-
-  @jax.jit
-  def step(state: TokenizerState, images: jnp.ndarray, key: jax.Array):
-    key = jax.random.fold_in(key, state.step)
-    k_index, k_quant = jax.random.split(key)
-    index = jax.random.randint(k_index, (cfg.batch_size,), 0, images.shape[0])
-    batch = jnp.take(images, index, axis=0)
-    quantize_mask = jax.random.uniform(k_quant, (cfg.batch_size,)) < cfg.quantize_prob
-    (loss, (l1, l2)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch, quantize_mask)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(loss=loss, l1=l1, l2=l2, grad_norm=optax.tree.norm(grads))
-    return TokenizerState(state.step + 1, params, opt_state), metrics
-
-  return step
-
-
-def train_tokenizer(config: ml_collections.ConfigDict, images: np.ndarray,
-                    progress: bool = True) -> tuple[Any, dict[str, float]]:
-  """Trains config.tokenizer on images with config.tokenizer_train.
+def reconstruction_loss(params: Any, images: jnp.ndarray, key: jax.Array, *, module,
+                        recon: ml_collections.ConfigDict
+                        ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """The loss of one batch. Pure.
 
   Args:
-    config: full config (tokenizer, tokenizer_train, model.hbq_rounds, seed).
-    images: float32 [N, H, W, 3] in [-1, 1], H and W multiples of 16.
-    progress: show a tqdm bar with the loss.
+    params: tokenizer params (encoder and decoder).
+    images: float32 [B, H, W, 3] in [-1, 1].
+    key: this step's key; draws which examples go through HBQ.
+    module: the HBQTokenizer.
+    recon: config.reconstruction.
 
   Returns:
-    (params, final metrics: loss, l1, l2, grad_norm averaged over the last log interval).
+    (float32 [] weighted loss, outputs: `l1`, `l2` float32 []).
   """
-  images = np.asarray(images, np.float32)
-  if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] % 16 or images.shape[2] % 16:
-    raise ValueError(f"images must be float [N, H, W, 3] with H, W multiples of 16, got "
-                     f"{images.shape}.")
-  if images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6:
-    raise ValueError(f"images must lie in [-1, 1], got [{images.min()}, {images.max()}].")
-  cfg = config.tokenizer_train
-  validate_train_config(cfg, len(images))
-  module = build_tokenizer(config.tokenizer)
-  params = init_params(module, images.shape[1:], config.seed)
-  tx = make_optimizer(cfg)
-  state = TokenizerState(jnp.zeros((), jnp.int32), params, tx.init(params))
-  step_fn = make_train_step(module, cfg, config.model.hbq_rounds, tx)
-  device_images = jnp.asarray(images)
-  key = jax.random.key(config.seed + 17)
+  quantize = jax.random.uniform(key, (images.shape[0],)) < recon.quantize_prob
+  latents = module.apply({"params": params}, images, method="encode")
+  latents = jnp.where(quantize[:, None, None, None],
+                      hbq_straight_through(latents, recon.hbq_rounds), latents)
+  err = module.apply({"params": params}, latents, method="decode").astype(jnp.float32) - images
+  l1, l2 = jnp.mean(jnp.abs(err)), jnp.mean(err**2)
+  return recon.l1_weight * l1 + recon.l2_weight * l2, dict(l1=l1, l2=l2)
 
-  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
-  bar = tqdm.tqdm(total=int(cfg.steps), desc="tokenizer", disable=not progress, unit="step")
-  sums, count, last = None, 0, {}
-  for i in range(int(cfg.steps)):
-    state, metrics = step_fn(state, device_images, key)
-    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-    count += 1
-    if (i + 1) % cfg.log_every_steps == 0 or i + 1 == cfg.steps:
-      last = {k: float(v) / count for k, v in jax.device_get(sums).items()}
-      if not np.isfinite(last["loss"]):
-        raise FloatingPointError(f"tokenizer loss is {last['loss']} at step {i + 1}; lower "
-                                 "config.tokenizer_train.lr.")
-      sums, count = None, 0
-      bar.set_postfix(loss=f"{last['loss']:.4f}", l1=f"{last['l1']:.4f}")
-    bar.update(1)
-  bar.close()
-  return jax.device_get(state.params), last
 
+@flax.struct.dataclass
+class TokenizerMetrics(clu_metrics.Collection):
+  l1: clu_metrics.Average.from_output("l1")
+  l2: clu_metrics.Average.from_output("l2")
+
+
+class TokenizerTask:
+  """The tokenizer family for grn_jax.trainers.loop (a trainers.task.Task)."""
+  param_groups = state_lib.ParamGroups()
+  metrics = TokenizerMetrics
+  validate_config = staticmethod(validate_config)
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.module = build_tokenizer(config.tokenizer)
+    self.tokens_per_example = (config.data.image_size // 16)**2
+    self.compute_dtype = config.tokenizer.dtype
+
+  def init_params(self, key: jax.Array, batch_size: int) -> Any:
+    del batch_size  # convolutions: the params do not depend on the batch
+    size = self.config.data.image_size
+    return self.module.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"]
+
+  def batch_spec(self) -> task_lib.BatchSpec:
+    size, batch = self.config.data.image_size, self.config.train.global_batch_size
+    return {"images": (jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32),
+                       ("batch", None, None, None))}
+
+  def loss(self, params: Any, batch: dict[str, jax.Array], key: jax.Array
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    return reconstruction_loss(params, batch["images"], key, module=self.module,
+                               recon=self.config.reconstruction)
+
+  def input_iterator(self, dataset, rows: tuple[int, int]) -> pipeline.TrainIterator:
+    return pipeline.build_image_iterator(self.config, dataset, rows)
+
+  def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, Any]
+                   ) -> Callable[[dict[str, np.ndarray]], dict[str, jax.Array]]:
+    """uint8 images go to the devices as uint8 and become [-1, 1] there (from_uint8)."""
+    target = shardings["images"]
+    to_float = jax.jit(tokenizer_io.from_uint8, out_shardings=target)
+
+    def prepare(local):
+      images = np.asarray(local["image"])
+      if images.dtype == np.uint8:
+        return {"images": to_float(jax.make_array_from_process_local_data(target, images))}
+      return {"images": jax.make_array_from_process_local_data(target,
+                                                               images.astype(np.float32))}
+
+    return prepare
+
+  def model_flops_per_example(self) -> None:
+    return None  # the compiler's count of the step (no scanned loops here)
+
+  def sample_hook(self) -> task_lib.SampleHook | None:
+    """Every train.sample_every_steps (if > 0): the batch's first images (left) next to their
+    HBQ reconstructions (right), uint8 [n, S, 2 S, 3]."""
+    if self.config.train.sample_every_steps <= 0:
+      return None
+    rounds = self.config.reconstruction.hbq_rounds
+    encode = tokenizer_io.make_encode_fn(self.module, rounds, "ind")
+    decode = tokenizer_io.make_decode_fn(self.module, rounds, "ind")
+
+    def hook(state, batch):
+      images = jax.device_get(batch["images"])[:SAMPLE_IMAGES]
+      recon = decode(state.params, encode(state.params, images))
+      pair = jnp.concatenate([images, recon], axis=2)
+      return {"reconstructions": np.asarray(tokenizer_io.to_uint8(pair))}
+
+    return hook

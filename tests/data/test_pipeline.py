@@ -114,3 +114,55 @@ def test_image_folder_pipeline(tmp_path):
   assert 0 < flips < 16
   with pytest.raises(FileNotFoundError, match="class sub-folders"):
     sources.ImageFolderSource(str(tmp_path / "a_first" / "notes.txt"))
+
+
+def _image_config(source, **train_overrides):
+  """The sections an image-trained task reads (data, seed, train), 32 x 32 images."""
+  config = _config(**train_overrides)
+  config.data.update(source=source, image_size=32)
+  return config
+
+
+def test_image_iterators_synthetic_and_arrays():
+  config = _image_config("synthetic", global_batch_size=8, train_examples=16)
+  first = next(pipeline.build_image_iterator(config, rows=(0, 8)))
+  again = next(pipeline.build_image_iterator(config, rows=(0, 8)))
+  np.testing.assert_array_equal(first["image"], again["image"])
+  assert first["image"].shape == (8, 32, 32, 3) and first["image"].dtype == np.uint8
+  # 4 x 4 flat cells of 8 x 8 pixels, the same image for the same index on any process.
+  cells = first["image"][:, ::8, ::8]
+  np.testing.assert_array_equal(first["image"], np.repeat(np.repeat(cells, 8, 1), 8, 2))
+  source = sources.SyntheticImageSource(16, 32)
+  assert {source[i]["image"].tobytes() for i in range(16)} >= {
+      im.tobytes() for im in first["image"]}
+  # In-memory float images: each epoch is a permutation; rows of two processes make the batch.
+  images = (np.arange(32, dtype=np.float32)[:, None, None, None] / 16 - 1) * np.ones(
+      (32, 32, 32, 3), np.float32)
+  config = _image_config("arrays", global_batch_size=8)
+  it = pipeline.build_image_iterator(config, images, rows=(0, 8))
+  ids = np.concatenate([next(it)["image"][:, 0, 0, 0] for _ in range(4)]) * 16 + 16
+  np.testing.assert_array_equal(np.sort(ids), np.arange(32))
+  whole = pipeline.build_image_iterator(config, images, rows=(0, 8))
+  left = pipeline.build_image_iterator(config, images, rows=(0, 4))
+  right = pipeline.build_image_iterator(config, images, rows=(4, 8))
+  for _ in range(5):
+    np.testing.assert_array_equal(
+        np.concatenate([next(left)["image"], next(right)["image"]]), next(whole)["image"])
+
+
+def test_image_sources_and_config_reject_bad_input():
+  with pytest.raises(ValueError, match=r"images \[N, 32, 32, 3\]"):
+    sources.ArrayImageSource(np.zeros((4, 16, 16, 3), np.uint8), 32)
+  with pytest.raises(ValueError, match=r"must lie in \[-1, 1\], got \[2.0, 2.0\]"):
+    sources.ArrayImageSource(np.full((4, 32, 32, 3), 2.0), 32)
+  with pytest.raises(TypeError, match="uint8 or float"):
+    sources.ArrayImageSource(np.zeros((4, 32, 32, 3), np.int32), 32)
+  with pytest.raises(ValueError, match="divisible by 4"):
+    sources.SyntheticImageSource(4, 30)
+  config = _image_config("arrays")
+  with pytest.raises(ValueError, match=r"'arrays' goes with train\(\.\.\., dataset=images"):
+    pipeline.validate_image_data_config(config)
+  config = _image_config("synthetic")
+  config.data.image_size = 40
+  with pytest.raises(ValueError, match="config.data.image_size=40 must be a positive multiple"):
+    pipeline.validate_image_data_config(config)

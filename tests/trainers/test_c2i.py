@@ -1,128 +1,133 @@
-"""train_and_evaluate: exact resume after SIGTERM, NaN stop, init_from, in-memory data."""
+"""The C2I task: corruption statistics, known values, metrics, 1 device == 8 devices."""
 
-import os
-import signal
+import math
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import c2i as c2i_configs
-from grn_jax import checkpointing
-from grn_jax.data import pipeline
-from grn_jax.trainers import c2i as trainer
-from grn_jax.trainers import c2i_step
+from grn_jax import sharding
+from grn_jax.trainers import c2i
+from grn_jax.trainers import loop
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """The runs below compile identical programs; a persistent cache compiles them once."""
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  yield
-  jax.config.update("jax_compilation_cache_dir", None)
-
-
-def _config(total_steps, **train_overrides):
+def _config(**train_overrides):
   config = c2i_configs.get_config("variant=tiny")
-  fields = dict(total_steps=total_steps, peak_flops_per_device=1e11, log_every_steps=2,
-                checkpoint_every_steps=3)
-  config.train.update({**fields, **train_overrides})
+  config.train.update(train_overrides)
   return config
 
 
-def _assert_trees_equal(a, b):
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+def test_corrupt_statistics_match_the_official_recipe():
+  labels = jnp.zeros((4096, 4, 4, 4), jnp.int32) + 3
+  classes = jnp.arange(4096, dtype=jnp.int32) % 10
+  inputs, keep_ratio, dropped = c2i.corrupt(
+      jax.random.key(0), labels, classes, num_label_classes=16, num_classes=10, p_mean=-0.8,
+      p_std=0.8, label_drop_prob=0.1)
+  # keep ratio is logit-normal: logit(t) ~ N(-0.8, 0.8).
+  logit = np.log(np.asarray(keep_ratio)) - np.log1p(-np.asarray(keep_ratio))
+  assert abs(logit.mean() + 0.8) < 0.05 and abs(logit.std() - 0.8) < 0.05
+  # An element equals the clean label if kept (prob t) or by chance (prob (1 - t) / 16).
+  same = np.asarray(inputs == 3).mean(axis=(1, 2, 3))
+  expected = np.asarray(keep_ratio) + (1 - np.asarray(keep_ratio)) / 16
+  assert abs((same - expected).mean()) < 0.01
+  assert np.asarray(inputs).min() >= 0 and np.asarray(inputs).max() < 16
+  drop = np.asarray(dropped) == 10
+  assert abs(drop.mean() - 0.1) < 0.02
+  np.testing.assert_array_equal(np.asarray(dropped)[~drop], np.asarray(classes)[~drop])
 
 
-def test_sigterm_and_resume_reproduce_the_uninterrupted_run(tmp_path, monkeypatch):
-  straight = trainer.train_and_evaluate(_config(8), str(tmp_path / "straight"))
-  assert int(straight.step) == 8
-
-  # Second run: SIGTERM arrives while the 6th batch is being read (not a checkpoint step).
-  real_build = pipeline.build_train_iterator
-
-  def build_with_sigterm(*args, **kwargs):
-    it = real_build(*args, **kwargs)
-    real_next, count = it.iterator, [0]
-
-    class Wrapped:
-      def __next__(self):
-        count[0] += 1
-        if count[0] == 6:
-          os.kill(os.getpid(), signal.SIGTERM)
-        return next(real_next)
-
-      def get_state(self):
-        return real_next.get_state()
-
-      def set_state(self, state):
-        real_next.set_state(state)
-
-    it.iterator = Wrapped()
-    return it
-
-  monkeypatch.setattr(pipeline, "build_train_iterator", build_with_sigterm)
-  workdir = str(tmp_path / "interrupted")
-  stopped = trainer.train_and_evaluate(_config(8), workdir)
-  assert int(stopped.step) == 6
-  assert checkpointing.TrainCheckpointer(workdir).latest_step() == 6
-  monkeypatch.setattr(pipeline, "build_train_iterator", real_build)
-
-  resumed = trainer.train_and_evaluate(_config(8), workdir)
-  assert int(resumed.step) == 8
-  _assert_trees_equal((resumed.params, resumed.ema_params, resumed.opt_state),
-                      (straight.params, straight.ema_params, straight.opt_state))
-  step, saved = checkpointing.load_train_arrays(workdir)
-  assert step == 8
-  _assert_trees_equal(saved["params"], straight.params)
-  # The two EMAs (0.9999, 0.9996) are saved and differ.
-  assert any(not np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(saved["ema_params"][0]), jax.tree.leaves(saved["ema_params"][1])))
+def test_bins_and_cross_entropy_values():
+  np.testing.assert_array_equal(
+      c2i.keep_ratio_bins(jnp.array([0.0, 0.099, 0.1, 0.55, 0.999, 1.0])),
+      [0, 0, 1, 5, 9, 9])
+  logits = jnp.log(jnp.array([[0.5, 0.25, 0.25]]))
+  np.testing.assert_allclose(c2i.cross_entropy(logits, jnp.array([1])), [math.log(4)],
+                             rtol=1e-6)
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  real_step = c2i_step.train_step
+def test_keep_ratio_accuracy_metric_sums_and_names():
+  first = c2i.KeepRatioAccuracy.from_model_output(
+      per_example_accuracy=jnp.array([1.0, 0.5, 0.25]), keep_ratio=jnp.array([0.05, 0.07, 0.95]))
+  second = c2i.KeepRatioAccuracy.from_model_output(
+      per_example_accuracy=jnp.array([0.0]), keep_ratio=jnp.array([0.91]))
+  merged = c2i.KeepRatioAccuracy.empty().merge(first).merge(second)
+  assert merged.compute() == pytest.approx({"accuracy/keep_0.0_0.1": 0.75,
+                                            "accuracy/keep_0.9_1.0": 0.125})
 
-  def poisoned(state, batch, **kwargs):
-    new_state, metrics = real_step(state, batch, **kwargs)
-    metrics["loss"] = jax.numpy.where(state.step >= 3, jax.numpy.nan, metrics["loss"])
-    return new_state, metrics
 
-  monkeypatch.setattr(c2i_step, "train_step", poisoned)
+def _program(config, mesh):
+  program = loop.build_program(config, mesh, 256)
   rng = np.random.default_rng(0)
-  dataset = (rng.integers(0, 16, (40, 4, 4, 4)).astype(np.int32),
-             rng.integers(0, 10, 40).astype(np.int32))
-  config = _config(10, checkpoint_every_steps=2)
-  config.data.source = "arrays"
-  workdir = str(tmp_path / "nan")
-  with pytest.raises(trainer.NonFiniteLossError, match=r"step 4 is not finite.*step 2\)"):
-    trainer.train_and_evaluate(config, workdir, dataset=dataset)
-  assert checkpointing.TrainCheckpointer(workdir).latest_step() == 2
+  batch = {"labels": rng.integers(0, 16, (8, 4, 4, 4), dtype=np.int32),
+           "class_labels": rng.integers(0, 10, 8, dtype=np.int32)}
+  device_batch = program.task.make_prepare(mesh, program.batch_shardings)(batch)
+  return program, program.compile(), program.init(), device_batch
 
 
-def test_init_from_params_directory(tmp_path):
-  config = _config(1)
-  config.seed = 7
-  mesh = trainer.sharding.make_mesh(config.mesh)
-  source = trainer.create_train_state(config, mesh, 256)[0].params
-  checkpointing.save_params(tmp_path / "params", jax.device_get(source))
-  config = _config(1, init_from=str(tmp_path / "params"))
-  config.optim.blr = 1e-30  # one step that cannot move the parameters measurably
-  state = trainer.train_and_evaluate(config, str(tmp_path / "run"))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-20),
-               (state.params, state.ema_params[0]), (source, source))
+def _step(program, compiled, state, batch):
+  """One step from empty metrics: (state, that step's scalars, its raw metrics on the host)."""
+  state, metrics = compiled(state, batch, program.empty_metrics())
+  host = jax.device_get(metrics)
+  return state, host.scalars(), host
 
 
-def test_bad_configs_fail_at_start(tmp_path):
-  config = _config(1)
-  config.data.source = "arrays"
-  with pytest.raises(ValueError, match="needs train_and_evaluate"):
-    trainer.train_and_evaluate(config, str(tmp_path / "a"))
-  config = _config(1, global_batch_size=6)
-  with pytest.raises(ValueError, match="divisible by the data x fsdp mesh size 8"):
-    trainer.train_and_evaluate(config, str(tmp_path / "b"))
-  config = _config(1, sample_every_steps=5)
-  config.sample.params = "ema_5"
-  with pytest.raises(ValueError, match="config.sample.params"):
-    trainer.train_and_evaluate(config, str(tmp_path / "c"))
+def test_step_values_and_sharded_equals_single_device():
+  config = _config()
+  config.optim.update(weight_decay=0.05)  # exercise the decay mask too
+  single = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  program1, step1, state1, batch1 = _program(config, single)
+  p0 = jax.tree.map(np.asarray, state1.params)
+  config8 = _config()
+  config8.optim.update(weight_decay=0.05)
+  config8.mesh.update(data=2, fsdp=2, tensor=2)
+  mesh8 = sharding.make_mesh(config8.mesh)
+  program8, step8, state8, batch8 = _program(config8, mesh8)
+  emas0 = jax.tree.map(np.array, state1.ema_params)
+  jax.tree.map(np.testing.assert_array_equal, emas0[0], p0)  # EMAs start as copies
+  for _ in range(3):
+    state1, m1, host1 = _step(program1, step1, state1, batch1)
+    if int(state1.step) == 1:  # ema <- d * ema + (1 - d) * new params, exactly
+      for ema, ema0, decay in zip(state1.ema_params, emas0, config.train.ema_decays):
+        want = jax.tree.map(lambda e, p, d=decay: np.float32(d) * e + np.float32(1 - d) * p,
+                            ema0, jax.tree.map(np.asarray, state1.params))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6,
+                                                             atol=1e-9), ema, want)
+    state8, m8, _ = _step(program8, step8, state8, batch8)
+    # Zero-initialised output layer: the first loss is exactly log(16).
+    if int(state1.step) == 1:
+      np.testing.assert_allclose(m1["loss"], math.log(16), rtol=1e-6)
+      assert m1["lr"] == 0.0  # warm-up starts at 0
+    np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-6)
+    np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-5)
+    np.testing.assert_allclose(m1["accuracy"], m8["accuracy"], rtol=1e-6)
+  assert any(np.abs(np.asarray(a) - b).max() > 0
+             for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(p0)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5,
+                                                       atol=2e-6),
+               (state1.params, state1.ema_params), (state8.params, state8.ema_params))
+  assert state8.params["pos_embed"].sharding.mesh.size == 8
+  # The fixed sin-cos table never moves; per-decile counts add up to the batch.
+  np.testing.assert_array_equal(np.asarray(state1.params["pos_embed"]), p0["pos_embed"])
+  assert float(np.sum(host1.task.accuracy_by_keep.count)) == 8.0
+  assert int(host1.loop.loss.count) == 1 and host1.nonfinite.compute() is None
+
+
+def test_one_step_on_synthetic_labels_matches_the_loss_by_hand():
+  config = _config()
+  mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  task = c2i.C2ITask(config)
+  it = task.input_iterator(None, (0, 8))
+  program = loop.build_program(config, mesh, it.num_examples, task)
+  local = next(it)
+  assert local["labels"].shape == (8, 4, 4, 4) and local["class_labels"].shape == (8,)
+  batch = task.make_prepare(mesh, program.batch_shardings)(local)
+  state = program.init()
+  with nn.logical_axis_rules(sharding.rules_from_config(config.sharding_rules)):
+    want, outputs = jax.jit(task.loss)(state.params, batch,
+                                       jax.random.fold_in(jax.random.key(config.seed), 0))
+  _, scalars, _ = _step(program, program.compile(), state, batch)
+  np.testing.assert_allclose(scalars["loss"], float(want), rtol=1e-6)
+  np.testing.assert_allclose(scalars["accuracy"], float(outputs["accuracy"]), rtol=1e-6)

@@ -1,4 +1,5 @@
-"""Two processes x 2 CPU devices (jax.distributed + gloo) train like one process x 4 devices."""
+"""The loop on two processes x 2 CPU devices (jax.distributed + gloo) trains like one process x
+4 devices."""
 
 import os
 import socket
@@ -21,12 +22,12 @@ if num_processes > 1:
   jax.distributed.initialize(coordinator_address=f"localhost:{port}",
                              num_processes=num_processes, process_id=process_id)
 from configs import c2i
-from grn_jax.trainers import c2i as trainer
+from grn_jax.trainers import loop
 config = c2i.get_config("variant=tiny")
 config.train.update(total_steps=4, checkpoint_every_steps=4, log_every_steps=2,
                     peak_flops_per_device=1e11)
 assert jax.device_count() == 4, jax.devices()
-trainer.train_and_evaluate(config, workdir)
+loop.train(config, workdir)
 print("done", process_id)
 """
 
