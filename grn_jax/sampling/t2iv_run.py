@@ -29,6 +29,7 @@ with their line numbers); a file that is not UTF-8 or holds no prompt is an erro
 """
 
 import dataclasses
+import functools
 import os
 from typing import Any, Sequence
 
@@ -47,6 +48,7 @@ from grn_jax import sharding
 from grn_jax import text
 from grn_jax import tokenizer_io
 from grn_jax.models import build_t2iv
+from grn_jax.models import build_tokenizer
 from grn_jax.models import grn_t2iv
 from grn_jax.models import umt5
 from grn_jax.sampling import animate
@@ -173,16 +175,22 @@ def encode_prompts(text_cfg: ml_collections.ConfigDict, prompts: Sequence[str],
   return features, np.asarray(neg, np.float32)[0][neg_mask[0]]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_grn(module: grn_t2iv.GRNT2IV, key: jax.Array) -> Any:
+  """The module's boxed params from key (compiled once per module and process)."""
+  x = (jnp.zeros((1, 1, 1, 1, module.labels_per_token), jnp.int32), jnp.zeros((1,)),
+       jnp.zeros((1, 1, module.text_dim)), jnp.ones((1, 1), bool))
+  return module.init(key, *x)["params"]
+
+
 def load_grn_params(config: ml_collections.ConfigDict, module: grn_t2iv.GRNT2IV) -> Any:
   """GRN params: the converted directory config.sample.checkpoint (checked against the model),
   or random ones (config.sample.random_init, tests only)."""
-  x = (jnp.zeros((1, 1, 1, 1, module.labels_per_token), jnp.int32), jnp.zeros((1,)),
-       jnp.zeros((1, 1, module.text_dim)), jnp.ones((1, 1), bool))
   if config.sample.random_init:
     logging.warning("config.sample.random_init=True: RANDOM GRN weights (tests only).")
-    return nn.unbox(jax.jit(module.init)(jax.random.key(config.sample.seed), *x)["params"])
+    return nn.unbox(_init_grn(module, jax.random.key(config.sample.seed)))
   params = checkpointing.restore_params(config.sample.checkpoint)
-  abstract = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), *x)["params"])
+  abstract = nn.unbox(jax.eval_shape(_init_grn, module, jax.random.key(0)))
   checkpointing.check_tree_matches(params, abstract, what="GRN T2I/T2V params")
   return params
 
@@ -263,9 +271,7 @@ class T2IVGeneration:
     return dict(prompt=self.prompts[index])
 
   def place_params(self, params: Any, mesh) -> Any:
-    x = (jnp.zeros((1, 1, 1, 1, self.module.labels_per_token), jnp.int32), jnp.zeros((1,)),
-         jnp.zeros((1, 1, self.module.text_dim)), jnp.ones((1, 1), bool))
-    abstract = jax.eval_shape(self.module.init, jax.random.key(0), *x)
+    abstract = {"params": jax.eval_shape(_init_grn, self.module, jax.random.key(0))}
     shardings = sharding.logical_shardings(abstract, mesh, self.config.sharding_rules)["params"]
     return jax.device_put(params, shardings)
 
@@ -275,6 +281,51 @@ class T2IVGeneration:
         "prompt", "prompts", "output_dir", "batch_size", "checkpoint", "trajectory")}
     return dict(mode=self.mode, model=self.config.model.name, latent_shape=list(self.shape),
                 h_div_w_template=self.h_div_w, sample=settings)
+
+
+def abstract_program(config: ml_collections.ConfigDict, mode: str, *, batch: int,
+                     text_length: int, negative_length: int | None = None
+                     ) -> tuple[t2iv.T2IVSampler, tuple, dict]:
+  """The mode's sampler (refinement, guidance, the tokenizer decode to uint8 in one program) and
+  abstract inputs for it: `sampler.lower(*args, **kwargs)` lowers the whole program without
+  creating any array (AOT memory figures, e.g. the 2B at 1024^2 or 480p x 81 frames with CFG in
+  bf16). The text caches are those of `batch` prompts of `text_length` tokens (a length bucket)
+  and of the negative prompt (`negative_length`, default text_length); i2v adds frame 0's fixed
+  labels. Shardings are the caller's (e.g. jax.ShapeDtypeStruct(..., sharding=...)).
+
+  Returns:
+    (sampler, (params, text_cond, text_uncond, settings, key), dict(decode_params[,
+    fixed_labels, fixed_mask])), all inputs jax.ShapeDtypeStruct pytrees.
+  """
+  if mode not in MODES:
+    raise ValueError(f"unknown mode {mode!r}; the prompt modes are {tuple(MODES)}.")
+  shape, template = latent_shape(config.sample, mode)
+  module = build_t2iv(config.model)
+  tok_module = build_tokenizer(config.tokenizer)
+  sample = config.sample
+  sampler = t2iv.make_sampler(
+      module, shape=shape, h_div_w=template, num_steps=sample.num_steps,
+      schedule_steps=sample.schedule_tmax, adaptive=sample.adaptive,
+      warmup_steps=sample.warmup_steps, min_steps=sample.min_steps, max_steps=sample.max_steps,
+      decode_fn=tokenizer_io.Uint8Decode(tokenizer_io.TokenizerDecode(tok_module)),
+      rules=sharding.rules_from_config(config.sharding_rules))
+  params = nn.unbox(jax.eval_shape(lambda: _init_grn(module, jax.random.key(0))))
+  tok_params = jax.eval_shape(lambda: tokenizer_io.random_params(tok_module, 0))
+
+  def text_cache(rows: int, length: int):
+    features = jax.ShapeDtypeStruct((rows, length, module.text_dim), jnp.float32)
+    mask = jax.ShapeDtypeStruct((rows, length), jnp.bool_)
+    return jax.eval_shape(t2iv.encode_text_fn(module), params, features, mask)
+
+  scalar = jax.ShapeDtypeStruct((), jnp.float32)
+  settings = jax.tree.map(lambda _: scalar, t2iv.T2IVSettings())
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  kwargs = dict(decode_params=tok_params)
+  if mode == "i2v":
+    labels = jax.ShapeDtypeStruct((batch,) + shape + (module.labels_per_token,), jnp.int32)
+    kwargs.update(fixed_labels=labels, fixed_mask=labels.update(dtype=jnp.bool_))
+  return sampler, (params, text_cache(batch, text_length),
+                   text_cache(1, negative_length or text_length), settings, key), kwargs
 
 
 class FirstFrameDecode:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -130,3 +131,16 @@ def test_bad_inputs_fail_with_clear_errors(tmp_path):
   ids, mask = tokenizer(["ab"])
   np.testing.assert_array_equal(ids[0, :3], [100, 101, 1])
   assert mask.sum() == 3
+
+
+def test_the_program_lowers_on_abstract_inputs():
+  config = tiny_config("t2v", duration=0.25)
+  before = len(jax.live_arrays())
+  sampler, args, kwargs = t2iv_run.abstract_program(config, "i2v", batch=2, text_length=16,
+                                                    negative_length=32)
+  lowered = sampler.lower(*args, **kwargs)
+  assert len(jax.live_arrays()) == before  # nothing concrete: pod-sized configs lower on a CPU
+  assert "while" in lowered.as_text()
+  assert kwargs["fixed_labels"].shape == (2, 2, 12, 21, 16) and args[2].mask.shape == (1, 32)
+  images = lowered.out_info.images  # the frames, decoded inside the program
+  assert images.shape == (2, 5, 192, 336, 3) and images.dtype == np.uint8
