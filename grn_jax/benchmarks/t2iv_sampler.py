@@ -10,11 +10,14 @@ Random weights (GRN, d=64 tokenizer of `configs/t2iv.py:variant=...`), random te
     mean steps per output, seconds per output (sampling and the tokenizer decode in one
     program, after compilation; the fastest of `--repeats` runs) and the first call's excess
     (compilation). With random
-    weights the entropy is no quality signal: the budgets only show what the rule does with it;
+    weights the entropy is no quality signal: the budgets only show what the rule does with it
+    (its constants turn a random model's H into the max); `--adaptive_target_mean=S` adds the
+    entropy-guided program with b calibrated so that the mean H maps to S steps;
   * image-to-video: a synthetic picture encoded by the causal tokenizer fixes latent frame 0;
     the fraction of frame 0's labels kept, the PSNR of decoded frame 0 against the picture and
-    against the tokenizer's own round trip of the picture alone (inf: frame 0 decodes exactly to
-    the image's reconstruction, so i2v keeps the picture as well as the tokenizer can).
+    against the tokenizer's own round trip of the picture alone (about 100 dB: frame 0 decodes to
+    the image's reconstruction up to float rounding, so i2v keeps the picture as well as the
+    tokenizer can; with a random tokenizer that reconstruction itself is poor).
 """
 
 import time
@@ -45,6 +48,8 @@ def define_flags() -> None:
   flags.DEFINE_float("duration", 0.25, "Video seconds (frames = duration * 16 + 1).")
   flags.DEFINE_integer("text_length", 16, "Text tokens of the random prompt features.")
   flags.DEFINE_integer("repeats", 2, "Timed runs (the fastest is reported).")
+  flags.DEFINE_float("adaptive_target_mean", 0.0, "> 0: also time entropy-guided steps with b "
+                     "calibrated so that the measured mean H maps to this many steps.")
 
 
 def test_picture(height: int, width: int) -> np.ndarray:
@@ -77,11 +82,12 @@ class Setup:
                                                                np.float32), mask[:1])
     self.batch = batch
 
-  def settings(self) -> t2iv.T2IVSettings:
+  def settings(self, entropy_b: float | None = None) -> t2iv.T2IVSettings:
     sample = self.config.sample
     return t2iv.T2IVSettings(cfg_scale=sample.cfg_scale, cfg_interval=sample.cfg_interval,
                              temperature=sample.temperature, snr_shift=sample.snr_shift,
-                             entropy_k=sample.entropy_k, entropy_b=sample.entropy_b)
+                             entropy_k=sample.entropy_k,
+                             entropy_b=sample.entropy_b if entropy_b is None else entropy_b)
 
   def sampler(self, shape, h_div_w: float, num_steps: int, adaptive: bool):
     sample = self.config.sample
@@ -93,13 +99,15 @@ class Setup:
 
 
 def time_sampler(setup: Setup, shape, h_div_w: float, num_steps: int, adaptive: bool,
-                 repeats: int, **fixed) -> tuple[float, float, t2iv.T2IVOutput]:
+                 repeats: int, entropy_b: float | None = None,
+                 **fixed) -> tuple[float, float, t2iv.T2IVOutput]:
   """(seconds per batch, compile seconds: the first call's excess, the output)."""
   sampler = setup.sampler(shape, h_div_w, num_steps, adaptive)
 
   def call():
     return jax.block_until_ready(sampler(
-        setup.params, setup.text_cond, setup.text_uncond, setup.settings(), jax.random.key(0),
+        setup.params, setup.text_cond, setup.text_uncond, setup.settings(entropy_b),
+        jax.random.key(0),
         decode_params=setup.tok_params, **fixed))
 
   times = []
@@ -111,20 +119,28 @@ def time_sampler(setup: Setup, shape, h_div_w: float, num_steps: int, adaptive: 
   return best, times[0] - best, jax.device_get(out)
 
 
-def steps_rows(setup: Setup, pixels: str, num_steps: int, duration: float,
-               repeats: int) -> list[dict]:
-  """Fixed vs entropy-guided rows for an image and a video."""
+def steps_rows(setup: Setup, pixels: str, num_steps: int, duration: float, repeats: int,
+               target_mean: float = 0.0) -> list[dict]:
+  """Fixed vs entropy-guided rows for an image and a video; with target_mean > 0 also the
+  entropy-guided program with b set so that the fixed run's mean H maps to that many steps
+  (random weights give every row about the same H: the budget a trained model would spend)."""
   rows = []
   for kind, h_div_w, frames in (("image", 1.0, 1), ("video", 9 / 16, resolution.latent_frames(
       resolution.num_frames(duration)))):
     template = resolution.nearest_template(h_div_w)
     shape = (frames,) + tuple(resolution.latent_grid(template, pixels))
-    for adaptive in (False, True):
+    runs = [("fixed", False, None), ("entropy", True, None)]
+    for name, adaptive, entropy_b in runs:
       seconds, compile_s, out = time_sampler(setup, shape, template, num_steps, adaptive,
-                                             repeats)
-      rows.append(dict(output=kind, latent=shape, steps="entropy" if adaptive else "fixed",
+                                             repeats, entropy_b)
+      entropy = float(np.mean(out.entropy))  # H at the warm-up step (the same in every run)
+      rows.append(dict(output=kind, latent=shape, steps=name, entropy=entropy,
                        mean_steps=float(np.mean(out.steps)),
                        seconds_per_output=seconds / setup.batch, compile_s=compile_s))
+      if name == "entropy" and target_mean > 0:
+        sample = setup.config.sample
+        runs.append((f"b->{target_mean:g}", True,
+                     target_mean - sample.warmup_steps - sample.entropy_k * entropy))
   return rows
 
 
@@ -157,10 +173,12 @@ def main(argv) -> None:
   print(f"GRN {FLAGS.variant}, random weights, batch {FLAGS.batch}, {FLAGS.pixels}, "
         f"{jax.devices()[0].platform}")
   print(f"{'output':<7}{'latent T,h,w':<14}{'steps':<9}{'mean steps':>11}{'s/output':>10}"
-        f"{'compile s':>11}")
-  for row in steps_rows(setup, FLAGS.pixels, FLAGS.num_steps, FLAGS.duration, FLAGS.repeats):
+        f"{'compile s':>11}{'H':>8}")
+  for row in steps_rows(setup, FLAGS.pixels, FLAGS.num_steps, FLAGS.duration, FLAGS.repeats,
+                        FLAGS.adaptive_target_mean):
     print(f"{row['output']:<7}{str(row['latent']):<14}{row['steps']:<9}"
-          f"{row['mean_steps']:>11.2f}{row['seconds_per_output']:>10.3f}{row['compile_s']:>11.1f}")
+          f"{row['mean_steps']:>11.2f}{row['seconds_per_output']:>10.3f}{row['compile_s']:>11.1f}"
+          f"{row['entropy']:>8.3f}")
   row = i2v_row(setup, FLAGS.pixels, FLAGS.num_steps, FLAGS.duration)
   print(f"image-to-video {row['latent']}: frame-0 labels kept {row['frame0_labels_kept']:.4f}; "
         f"PSNR of decoded frame 0 vs the picture {row['psnr_vs_picture']:.2f} dB (the "
