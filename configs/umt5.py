@@ -5,7 +5,8 @@
 
 The `text_encoder` section holds the encoder fields that `grn_jax.models.build_umt5` reads
 (vocab_size ... dtype, scan_layers, remat_policy) and the prompt fields that `grn_jax.text`
-and the loaders read: `checkpoint` (the converted params, '' = random init),
+and the loaders read: `checkpoint` (the converted params), `random_init` (random weights
+instead, tests only),
 `tokenizer_path` (a tokenizer.json / spiece.model file or a folder holding one), `max_length`
 (prompts are truncated to it, EOS included) and `length_buckets` (padded lengths: a batch is
 padded to the smallest bucket that holds its longest prompt, so each bucket compiles once).
@@ -43,6 +44,7 @@ def text_encoder_config(variant: str) -> ml_collections.ConfigDict:
       dtype="bfloat16" if variant == "xxl" else "float32",  # weights and compute
       scan_layers=False,
       remat_policy="none",
+      random_init=False,               # True: random weights instead of `checkpoint` (tests)
       **files))
 
 

@@ -3,6 +3,8 @@ r"""grn_jax entry point.
   python -m grn_jax.main --config=configs/c2i.py:variant=B --workdir=DIR [--mode=train]
   python -m grn_jax.main --mode=sample --config=configs/c2i.py:variant=B --workdir=DIR
   python -m grn_jax.main --config=configs/demo.py --workdir=DIR        # embedded demo
+  python -m grn_jax.main --mode=t2i --config=configs/t2iv.py:task=t2i --prompt="a cat" \
+      --workdir=DIR                   # also --mode=t2v|i2v, --prompts=FILE, --image, --trajectory
 
   python -m grn_jax.main --config=configs/tokenizer.py:variant=tiny --workdir=DIR   # tokenizer
 
@@ -25,13 +27,22 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go (may be gs://).")
-flags.DEFINE_enum("mode", None, ["train", "sample", "demo"],
+flags.DEFINE_enum("mode", None, ["train", "sample", "demo", "t2i", "t2v", "i2v"],
                   "What to run; default: config.mode.")
+flags.DEFINE_string("prompt", None, "t2i/t2v/i2v: one prompt (config.sample.prompt).")
+flags.DEFINE_string("prompts", None, "t2i/t2v/i2v: a UTF-8 file, one prompt per line "
+                    "(config.sample.prompts).")
+flags.DEFINE_string("image", None, "i2v: the first frame (config.sample.image).")
+flags.DEFINE_bool("trajectory", None, "t2i/t2v/i2v: also write the refinement animations "
+                  "(config.sample.trajectory).")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU pods, multi-process GPU).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = ("train", "sample", "demo")
+# Prompt modes of the T2I/T2V family (configs/t2iv.py), run by grn_jax/sampling/t2iv_run.py.
+PROMPT_MODES = ("t2i", "t2v", "i2v")
+PROMPT_FLAGS = ("prompt", "prompts", "image", "trajectory")  # -> config.sample.<flag>
 SAMPLING_TASKS = ("c2i",)  # the families --mode=sample and --mode=demo run
 DEMO_SECTIONS = ("tokenizer_train", "demo")  # configs/demo.py only
 
@@ -63,8 +74,10 @@ def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) 
 
 def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
   """Runs one mode (None: config.mode) on a config; returns what that mode returns."""
+  if mode in PROMPT_MODES:
+    return run_prompt_mode(mode, config, workdir)
   if mode is not None and mode not in MODES:
-    raise ValueError(f"unknown mode {mode!r}; choose from {MODES}.")
+    raise ValueError(f"unknown mode {mode!r}; choose from {MODES + PROMPT_MODES}.")
   validate_config(config, mode)
   mode = mode or config.mode
   logging.info("grn_jax %s %s on %d devices (%d processes)", config.task, mode,
@@ -81,12 +94,24 @@ def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
   return demo.run_demo(config, workdir)
 
 
+def run_prompt_mode(mode: str, config: ml_collections.ConfigDict, workdir: str):
+  """t2i | t2v | i2v: prompts to images or videos (grn_jax/sampling/t2iv_run.py)."""
+  from grn_jax.sampling import t2iv_run  # pylint: disable=g-import-not-at-top
+  return t2iv_run.run(mode, config, workdir)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
     jax.distributed.initialize()
-  run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  config = FLAGS.config
+  given = [name for name in PROMPT_FLAGS if FLAGS[name].value is not None]
+  if given and FLAGS.mode not in PROMPT_MODES:
+    raise app.UsageError(f"--{given[0]} goes with --mode={'|'.join(PROMPT_MODES)}.")
+  for name in given:  # the fields exist in configs/t2iv.py: a locked config accepts them
+    config.sample[name] = FLAGS[name].value
+  run(FLAGS.mode, config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

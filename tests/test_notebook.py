@@ -3,6 +3,8 @@
 import os
 import pathlib
 
+import numpy as np
+from PIL import Image
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -26,8 +28,18 @@ def test_notebook_runs_on_the_demo_fallback(tmp_path, monkeypatch):
                    for out in cell.get("outputs", []))
   assert "FALLING BACK to the embedded digits demo" in text
   assert "checkpoint source: demo" in text
-  for name in ("grid_demo.png", "refinement.gif", "refinement.png", "fixed_vs_adaptive.png"):
+  for name in ("grid_demo.png", "refinement.gif", "refinement.png", "fixed_vs_adaptive.png",
+               "t2i_grid.png", "t2i_fixed_vs_adaptive.png", "t2v/000000.gif", "t2v/000000.mp4"):
     assert (tmp_path / name).stat().st_size > 0, name
+  # The text-to-image / text-to-video section, on the tiny random-weight fallback.
+  assert "FALLING BACK to a tiny RANDOM-weight GRN-2B-shaped model" in text
+  assert "text-to-image / text-to-video source: tiny" in text
+  assert "   fixed: mean steps 4.0 per image" in text
+  assert "1 video(s), 4 steps" in text
+  grid = np.asarray(Image.open(tmp_path / "t2i_grid.png"))
+  assert grid.shape == (256, 4 * 256, 3) and grid.std() > 0
+  both = np.asarray(Image.open(tmp_path / "t2i_fixed_vs_adaptive.png"))
+  np.testing.assert_array_equal(both[:256], grid)  # top: the fixed-steps grid
   images = [out for cell in nb.cells if cell.cell_type == "code"
             for out in cell.get("outputs", []) if "image/png" in out.get("data", {})
             or "image/gif" in out.get("data", {})]

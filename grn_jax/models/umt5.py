@@ -41,8 +41,9 @@ ENCODER_FIELDS = ("vocab_size", "dim", "dim_attn", "dim_ffn", "num_heads", "num_
 # Execution switches a config may add; without them the layers are unrolled, no remat.
 EXECUTION_FIELDS = ("scan_layers", "remat_policy")
 # Fields of the config's `text_encoder` section that grn_jax.text and the loaders read (the
-# converted params directory, the tokenizer file or folder, truncation and length buckets).
-PROMPT_FIELDS = ("checkpoint", "tokenizer_path", "max_length", "length_buckets")
+# converted params directory or random weights for tests, the tokenizer file or folder,
+# truncation and length buckets).
+PROMPT_FIELDS = ("checkpoint", "random_init", "tokenizer_path", "max_length", "length_buckets")
 DTYPES = ("float32", "bfloat16")
 NORM_EPS = 1e-6
 

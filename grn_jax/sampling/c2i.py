@@ -30,6 +30,7 @@ from grn_jax import hbq
 from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.models import build_c2i
+from grn_jax.sampling import outputs
 from grn_jax.sampling import refine
 from grn_jax.sampling import schedules
 from grn_jax.sampling.spec import SamplerSettings, SamplerSpec, SampleOutput
@@ -183,6 +184,7 @@ class C2IGeneration:
   """
 
   npz_fields = {"labels": CLASS_KEY}
+  writer = outputs.PngWriter()
 
   def __init__(self, config: ml_collections.ConfigDict, adaptive: bool | None = None):
     self.config = config

@@ -9,9 +9,11 @@ class order; ImageNet default 50 -> 50,000 images) and `<out>/samples.npz` (imag
 the warm-up step, see fit_entropy); <out> is `config.sample.output_dir` or DIR/samples.
 
 The core here is family-free: a *family* (sampling/c2i.py `C2IGeneration`, one per config.task
-in FAMILIES) says how many outputs there are, what index i is conditioned on, how a batch of
-rows is sampled (decoded to uint8 inside the jitted program), what metadata each file carries
-and which settings the files depend on (`record`).
+in FAMILIES; sampling/t2iv_run.py `T2IVGeneration` for prompts) says how many outputs there are,
+what index i is conditioned on, how a batch of rows is sampled (decoded to uint8 inside the
+jitted program), what metadata each output carries, how outputs are written (its `writer`,
+sampling/outputs.py: PNGs for C2I, images or videos with a JSON record for T2I/T2V) and which
+settings the files depend on (`record`).
 
 Output i is sampled with the key fold_in(key(config.sample.seed), i): it does not depend on the
 batch size, the mesh or the batch it lands in, so a killed run resumes from the first missing
@@ -31,14 +33,13 @@ import jax
 import ml_collections
 import numpy as np
 from PIL import Image
-from PIL import PngImagePlugin
 
 from grn_jax import checkpointing
 from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.sampling import c2i
+from grn_jax.sampling import outputs
 from grn_jax.sampling import refine
-from grn_jax.sampling.spec import SamplerSettings
 
 # samples.npz arrays every family has: name -> (PNG text chunk, dtype).
 SAMPLER_FIELDS = {"steps": ("grn_steps", np.int32), "nfe": ("grn_nfe", np.int32),
@@ -49,8 +50,9 @@ class Family(Protocol):
   """What generation needs from a model family (sampling/c2i.py C2IGeneration)."""
 
   num_outputs: int                 # outputs 0 .. num_outputs - 1
-  settings: SamplerSettings        # the traced sampler settings
+  settings: Any                    # the traced sampler settings (with as_arrays())
   npz_fields: Mapping[str, str]    # extra int32 samples.npz arrays: name -> metadata key
+  writer: outputs.OutputWriter     # how an output is written and found done
 
   def conditions(self, indices: np.ndarray) -> Any:
     """Host pytree with leading axis [B]: what outputs `indices` int [B] are conditioned on."""
@@ -58,8 +60,8 @@ class Family(Protocol):
   def rows_fn(self, decode_fn: Callable[[Any, Any], Any]) -> Callable[..., Any]:
     """Hashable fn(params, conditions, keys [B], settings, decode_params) -> SampleOutput."""
 
-  def metadata(self, index: int) -> dict[str, float]:
-    """PNG text chunks of output `index` (besides steps, NFE and H)."""
+  def metadata(self, index: int) -> dict[str, Any]:
+    """Metadata of output `index` (besides steps, NFE and H)."""
 
   def place_params(self, params: Any, mesh) -> Any:
     """Params on the mesh (checked against the model)."""
@@ -104,26 +106,16 @@ def load_sampling_params(config: ml_collections.ConfigDict, workdir: str) -> Any
   return params
 
 
-def png_path(out_dir: str, index: int) -> str:
-  return os.path.join(out_dir, f"{index:06d}.png")
+png_path = outputs.png_path
 
 
-def first_missing_index(out_dir: str, total: int) -> int:
-  """The first index without a PNG (resumption point); total when all exist."""
+def first_missing_index(out_dir: str, total: int,
+                        writer: outputs.OutputWriter = outputs.PngWriter()) -> int:
+  """The first index the writer has not completed (resumption point); total when all exist."""
   for i in range(total):
-    if not os.path.exists(png_path(out_dir, i)):
+    if not writer.done(out_dir, i):
       return i
   return total
-
-
-def save_png(path: str, image: np.ndarray, meta: Mapping[str, float]) -> None:
-  """Writes uint8 [H, W, C] with text chunks `meta`, atomically (a tmp file, then a rename)."""
-  info = PngImagePlugin.PngInfo()
-  for k, v in meta.items():
-    info.add_text(k, repr(v))
-  tmp = path + ".tmp"
-  Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
-  os.replace(tmp, path)  # atomic: a killed run never leaves a truncated PNG behind
 
 
 def read_png(path: str) -> tuple[np.ndarray, dict[str, float]]:
@@ -162,7 +154,7 @@ def _batch_runner(rows_fn):
 def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str, *,
              batch_size: int, seed: int, mesh=None, show_progress: bool = True
              ) -> dict[str, Any]:
-  """Writes the PNG of every index not yet written; returns a summary.
+  """Writes every output not yet written (family.writer); returns a summary.
 
   Args:
     family: what the outputs are (see Family).
@@ -170,7 +162,7 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
     decode_fn: hashable decode_fn(decode_params, latent) -> images in [-1, 1]; converted to
       uint8 inside the sampler's program.
     decode_params: its params.
-    out_dir: where the PNGs go.
+    out_dir: where the outputs go (family.writer).
     batch_size: rows per batch (config.sample.batch_size), divisible by the batch devices.
     seed: output i uses the key fold_in(key(seed), i) (config.sample.seed).
     mesh: the device mesh (sharding.make_mesh(config.mesh)).
@@ -185,10 +177,10 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
   if batch_size % data_devices:
     raise ValueError(f"config.sample.batch_size={batch_size} must be divisible by the "
                      f"{data_devices} batch devices of the mesh {dict(mesh.shape)}.")
-  writer = jax.process_index() == 0
-  if writer:
+  owns_files = jax.process_index() == 0
+  if owns_files:
     os.makedirs(out_dir, exist_ok=True)
-  start = first_missing_index(out_dir, total) if writer else 0
+  start = first_missing_index(out_dir, total, family.writer) if owns_files else 0
   if jax.process_count() > 1:  # process 0 owns the files: every process resumes where it says
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     start = int(multihost_utils.broadcast_one_to_all(np.int32(start)))
@@ -204,7 +196,7 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
   decode_params = jax.device_put(decode_params, sharding.replicated(mesh))
   starts = range(start, total, batch_size)
   iterator = starts
-  if show_progress and writer:
+  if show_progress and owns_files:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     iterator = tqdm(starts, total=len(starts), desc=f"sampling {total - start} outputs",
                     unit="batch")
@@ -218,12 +210,12 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
                     _global_array(idx.astype(np.int32), mesh), base_key, settings,
                     decode_params)
       images, steps, nfe, entropy = (_to_host(x) for x in outputs)
-      if writer:
+      if owns_files:
         for i in np.flatnonzero(valid):
           index = int(idx[i])
-          save_png(png_path(out_dir, index), images[i],
-                   dict(family.metadata(index), grn_steps=int(steps[i]), grn_nfe=int(nfe[i]),
-                        grn_entropy=float(entropy[i])))
+          family.writer.write(out_dir, index, images[i],
+                              dict(family.metadata(index), grn_steps=int(steps[i]),
+                                   grn_nfe=int(nfe[i]), grn_entropy=float(entropy[i])))
       steps_sum += int(steps[valid].sum())
       nfe_sum += int(nfe[valid].sum())
       summary["generated"] += int(valid.sum())

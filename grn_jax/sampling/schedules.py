@@ -21,10 +21,19 @@ With total == base this is i / base, the official fixed grid.
 row's budget as above, or on a fixed grid of `grid_steps` intervals, independent of the budget:
 the official T2I/T2V `u_i = min(1, i / (Tmax - 1))`), a cap on t (official T2I/T2V: 0.999) and
 whether the last step keeps every prediction (official C2I: t_next = 1 at the last step).
+
+Exact tables for replays. The official code computes its schedule in float64 (numpy) and compares
+float32 keep uniforms with it, i.e. with the float64 value rounded to float32. `host_table` does
+that on the host for a known shift; `Schedule.exact_table` does it inside a jitted program for a
+*traced* shift, in double-float arithmetic (pairs of float32 with ~48 significant bits, error-free
+sums and products; float64 is not available on every accelerator), so that a replayed official
+trajectory keeps exactly the same labels while the shift stays a traced setting.
 """
 
 import dataclasses
+import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -117,6 +126,112 @@ class Schedule:
     shifted = 1.0 - shift * noise / (1.0 + (shift - 1.0) * noise)
     t = {"linear": u, "cosine": 1.0 - np.cos(0.5 * np.pi * shifted), "shifted": shifted}
     return (self.max_keep * t[self.kind]).astype(np.float32)
+
+  def exact_table(self, num_steps: int, shift) -> jnp.ndarray:
+    """`host_table(num_steps, shift)` for a traced float32 `shift`, in-graph: float32 [num_steps].
+
+    The float64 formula rounded once to float32, computed in double-float arithmetic (see the
+    module docstring); it differs from the host table only where the float64 value lies within
+    about 1e-14 of a float32 rounding boundary. Fixed budgets only, like host_table.
+    """
+    u = np.arange(1, num_steps + 1, dtype=np.float64)
+    u = np.minimum(1.0, u / (self.grid_steps or num_steps))
+    shift = jnp.broadcast_to(jnp.asarray(shift, jnp.float32), u.shape)
+    zero = jnp.zeros(u.shape, jnp.float32)
+    noise = _df_const(1.0 - u)
+    # shifted = 1 - a n / (1 + (a - 1) n), as the official shift_pt
+    a = (shift, zero)
+    denominator = _df_add(_df_const(np.ones_like(u)),
+                          _df_mul(_df_add(a, _df_const(-np.ones_like(u))), noise))
+    shifted = _df_add(_df_const(np.ones_like(u)),
+                      _df_neg(_df_div(_df_mul(a, noise), denominator)))
+    if self.kind == "linear":
+      t = _df_const(u)
+    elif self.kind == "shifted":
+      t = shifted
+    else:
+      t = _df_one_minus_cos(_df_mul(_df_const(np.full_like(u, 0.5 * np.pi)), shifted))
+    t = _df_mul(_df_const(np.full_like(u, self.max_keep)), t)
+    return t[0] + t[1]
+
+
+# --- double-float arithmetic: a value is a pair (hi, lo) of float32 arrays, hi + lo exactly. ---
+
+
+def _df_const(x: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  hi = np.float32(x)
+  return jnp.float32(hi), jnp.float32(np.float32(x - np.float64(hi)))
+
+
+def _rounded(x):
+  """An optimisation barrier on a rounded sum: XLA's algebraic simplifier would otherwise
+  rewrite s - (s - a) to a and the error terms would vanish."""
+  return jax.lax.optimization_barrier(x)
+
+
+def _two_sum(a, b):
+  s = _rounded(a + b)
+  bb = _rounded(s - a)
+  return s, (a - (s - bb)) + (b - bb)
+
+
+def _quick_two_sum(a, b):
+  s = _rounded(a + b)
+  return s, b - (s - a)
+
+
+def _split(a):
+  """a = hi + lo with 12-bit significands (a bit mask, exact)."""
+  hi = jax.lax.bitcast_convert_type(
+      jax.lax.bitcast_convert_type(a, jnp.uint32) & jnp.uint32(0xFFFFF000), jnp.float32)
+  return hi, a - hi
+
+
+def _two_prod(a, b):
+  """a * b as a double-float from its four partial products, each exact in float32.
+
+  Not Dekker's `(ah bh - p) + ...`: XLA:CPU contracts that into a fused multiply-add of the
+  unrounded product and the error term vanishes. Sums of exact products come out the same
+  whether or not the compiler fuses them.
+  """
+  ah, al = _split(a)
+  bh, bl = _split(b)
+  s, e1 = _two_sum(ah * bh, ah * bl)
+  s, e2 = _two_sum(s, al * bh)
+  s, e3 = _two_sum(s, al * bl)
+  return _quick_two_sum(s, e1 + e2 + e3)
+
+
+def _df_add(x, y):
+  s, e = _two_sum(x[0], y[0])
+  return _quick_two_sum(s, e + (x[1] + y[1]))
+
+
+def _df_mul(x, y):
+  p, e = _two_prod(x[0], y[0])
+  return _quick_two_sum(p, e + (x[0] * y[1] + x[1] * y[0]))
+
+
+def _df_neg(x):
+  return -x[0], -x[1]
+
+
+def _df_div(x, y):
+  q1 = x[0] / y[0]
+  r = _df_add(x, _df_neg(_df_mul((q1, jnp.zeros_like(q1)), y)))
+  q2 = r[0] / y[0]
+  r = _df_add(r, _df_neg(_df_mul((q2, jnp.zeros_like(q2)), y)))
+  q3 = r[0] / y[0]
+  return _df_add(_quick_two_sum(q1, q2), (q3, jnp.zeros_like(q3)))
+
+
+def _df_one_minus_cos(x):
+  """1 - cos(x) for x in [0, pi/2]: its Taylor series (13 terms: < 1e-19 at pi/2) by Horner."""
+  y = _df_mul(x, x)
+  acc = _df_const((-1.0) ** 14 / math.factorial(26))
+  for k in range(12, 0, -1):
+    acc = _df_add(_df_const((-1.0) ** (k + 1) / math.factorial(2 * k)), _df_mul(y, acc))
+  return _df_mul(y, acc)
 
 
 def official_t2iv(schedule_steps: int) -> Schedule:

@@ -7,8 +7,10 @@ L is the length bucket of the longest prompt, so the jitted encoder compiles onc
 (batch size, bucket). Rows past the mask are padding (the official pipeline drops them).
 """
 
+import functools
 from typing import Any, Sequence
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,13 @@ from grn_jax import checkpointing
 from grn_jax import sharding
 from grn_jax.models import umt5
 from grn_jax.text.tokenize import PromptTokenizer
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_encoder(module: umt5.UMT5Encoder, key: jax.Array) -> Any:
+  """Random boxed params of the encoder (compiled once per module and process)."""
+  ids = jnp.zeros((1, 1), jnp.int32)
+  return module.init(key, ids, ids.astype(bool))["params"]
 
 
 def load_text_encoder(cfg, mesh=None, rules=None) -> tuple[umt5.UMT5Encoder, Any]:
@@ -30,12 +39,17 @@ def load_text_encoder(cfg, mesh=None, rules=None) -> tuple[umt5.UMT5Encoder, Any
       onto their shardings (otherwise onto the first device).
   """
   module = umt5.build_umt5(cfg)
+  ids = jnp.zeros((1, 1), jnp.int32)
+  if cfg.random_init:
+    logging.warning("text_encoder.random_init=True: a RANDOM text encoder (tests only); "
+                    "text_encoder.checkpoint=%r is ignored.", cfg.checkpoint)
+    return module, nn.unbox(_init_encoder(module, jax.random.key(0)))
   if not cfg.checkpoint:
     raise ValueError("text_encoder.checkpoint is empty: convert the released encoder with "
                      "`python -m grn_jax.convert --kind=umt5 --src=hf://bytedance-research/GRN/"
                      "umt5-xxl --dst=DIR --config=configs/umt5.py:variant=xxl` and pass "
-                     "--config.text_encoder.checkpoint=DIR/params.")
-  ids = jnp.zeros((1, 1), jnp.int32)
+                     "--config.text_encoder.checkpoint=DIR/params (or "
+                     "text_encoder.random_init=True for a test run).")
   boxed = jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -47,6 +61,17 @@ def load_text_encoder(cfg, mesh=None, rules=None) -> tuple[umt5.UMT5Encoder, Any
   return module, checkpointing.restore_params(cfg.checkpoint, abstract)
 
 
+@functools.lru_cache(maxsize=8)
+def _forward_fn(module: umt5.UMT5Encoder, rules: tuple):
+  """jit((params, ids, mask) -> features): one per module and rules in a process."""
+
+  def forward(params, ids, mask):
+    with nn.logical_axis_rules(rules):
+      return module.apply({"params": params}, ids, mask)
+
+  return jax.jit(forward)
+
+
 class PromptEncoder:
   """Tokenizes prompts into a length bucket and runs the jitted encoder on them."""
 
@@ -56,11 +81,7 @@ class PromptEncoder:
     constraints apply; without them the params' shardings alone guide the compiler."""
     self.module, self.params, self.tokenizer, self.mesh = module, params, tokenizer, mesh
     self.rules = sharding.rules_from_config(rules) if rules is not None else ()
-
-    def forward(params, ids, mask):
-      with nn.logical_axis_rules(self.rules):
-        return module.apply({"params": params}, ids, mask)
-    self.forward = jax.jit(forward)
+    self.forward = _forward_fn(module, tuple(self.rules))
 
   @classmethod
   def from_config(cls, cfg, mesh=None, rules=None) -> "PromptEncoder":

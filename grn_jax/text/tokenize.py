@@ -8,7 +8,9 @@ official pipeline pads every prompt to 512, a batch here is padded to the smalle
 the outputs of the valid tokens are the same (the encoder masks padded keys).
 
 The vocabulary comes from a released `tokenizer.json` (the `tokenizers` library) or, where
-only that exists, a sentencepiece `spiece.model`. Needs the `text` extra.
+only that exists, a sentencepiece `spiece.model`. Needs the `text` extra. The path `bytes`
+selects a vocabulary of UTF-8 bytes (id 3 + byte; <pad> 0, </s> 1, <unk> 2) for random-weight
+test models, which have no released vocabulary (never for a trained encoder).
 """
 
 import os
@@ -22,6 +24,7 @@ PAD_ID = 0
 EOS_TOKEN = "</s>"
 PAD_TOKEN = "<pad>"
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+BYTE_VOCABULARY = "bytes"  # tokenizer_path of the byte vocabulary (test models only)
 
 
 def _require(module: str, purpose: str):
@@ -93,6 +96,16 @@ class _SentencePiece:
     return [list(ids) for ids in self.processor.Encode(texts, out_type=int)]
 
 
+class _Bytes:
+  """UTF-8 bytes as tokens: id 3 + byte, after the T5 specials <pad> 0, </s> 1, <unk> 2."""
+
+  def token_id(self, token: str) -> int | None:
+    return {PAD_TOKEN: PAD_ID, EOS_TOKEN: 1}.get(token)
+
+  def encode(self, texts: list[str]) -> list[list[int]]:
+    return [[3 + b for b in text.encode("utf-8")] for text in texts]
+
+
 def _find_file(path: str) -> str:
   if os.path.isdir(path):
     for name in TOKENIZER_FILES:
@@ -118,8 +131,10 @@ class PromptTokenizer:
     (tokenizer.json preferred)."""
     self.length_buckets = validate_buckets(max_length, length_buckets)
     self.max_length = int(max_length)
-    self.path = _find_file(path)
-    if self.path.endswith(".model"):
+    self.path = path if path == BYTE_VOCABULARY else _find_file(path)
+    if self.path == BYTE_VOCABULARY:
+      self.backend = _Bytes()
+    elif self.path.endswith(".model"):
       self.backend = _SentencePiece(self.path)
     else:
       self.backend = _HFTokenizer(self.path)
@@ -146,6 +161,10 @@ class PromptTokenizer:
       raise TypeError("pass a sequence of prompts, e.g. [prompt], not a single str.")
     texts = [clean_prompt(p) for p in prompts]
     return [ids[:self.max_length - 1] + [self.eos_id] for ids in self.backend.encode(texts)]
+
+  def num_tokens(self, prompts: Sequence[str]) -> list[int]:
+    """Per prompt: its tokens before truncation, EOS included (> max_length: it gets cut)."""
+    return [len(ids) + 1 for ids in self.backend.encode([clean_prompt(p) for p in prompts])]
 
   def __call__(self, prompts: Sequence[str],
                length: int | None = None) -> tuple[np.ndarray, np.ndarray]:

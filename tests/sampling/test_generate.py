@@ -20,6 +20,7 @@ from grn_jax.models import build_c2i
 from grn_jax.models import build_tokenizer
 from grn_jax.sampling import c2i
 from grn_jax.sampling import generate
+from grn_jax.sampling import outputs
 from grn_jax.sampling import refine
 from grn_jax.sampling.spec import SamplerSettings, SamplerSpec
 from tests.sampling.scripted_model import ScriptedModel
@@ -150,6 +151,7 @@ class CountingFamily:
   """A family of the core alone: index i is conditioned on i % 3, no tokenizer, no config."""
 
   npz_fields = {"group": "grn_group"}
+  writer = outputs.PngWriter()
 
   def __init__(self, total):
     self.num_outputs = total

@@ -1,5 +1,6 @@
 """Keep-ratio schedules, the stretched adaptive grid, the official T2I/T2V grid: golden values."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -61,3 +62,24 @@ def test_official_t2iv_schedule_and_host_table():
     schedules.Schedule(max_keep=1.5)
   with pytest.raises(ValueError, match="sample.schedule"):
     schedules.Schedule(kind="cosinus")
+
+
+def test_exact_table_rounds_the_float64_schedule_once_for_a_traced_shift():
+  # The official code compares float32 uniforms with its float64 schedule (rounded to float32):
+  # the in-graph double-float table must give those very float32 values for a traced shift,
+  # where plain float32 arithmetic is off by an ulp at many steps.
+  compiled = {}
+  plain_mismatches = 0
+  for tmax, steps in ((4, 3), (50, 50), (17, 60)):
+    for kind_schedule in (schedules.official_t2iv(tmax), schedules.Schedule(kind="shifted")):
+      table = jax.jit(lambda a, s=kind_schedule, n=steps: s.exact_table(n, a))
+      for shift in (0.5, 1.0, 1.3, 3.0, 7.37):
+        shift32 = np.float32(shift)
+        want = kind_schedule.host_table(steps, float(shift32))
+        np.testing.assert_array_equal(table(shift32), want)
+        plain = kind_schedule.keep_ratio_at(jnp.arange(1, steps + 1), jnp.full((steps,), steps),
+                                            steps, 0, shift32)
+        plain_mismatches += int((np.asarray(plain) != want).sum())
+      compiled[tmax, kind_schedule.kind] = table._cache_size()  # pylint: disable=protected-access
+  assert set(compiled.values()) == {1}  # the shift is traced: one program per table
+  assert plain_mismatches > 0
