@@ -22,7 +22,6 @@ resolution (and 1/4 of the frames after the first), see grn_jax/models/tokenizer
 """
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 from absl import logging
@@ -35,6 +34,7 @@ import numpy as np
 from grn_jax import checkpointing
 from grn_jax import hbq
 from grn_jax import models
+from grn_jax import random_init
 
 PYTORCH_SUFFIXES = (".ckpt", ".pth", ".pt")
 # Spatial size of the dummy image a random init traces (params do not depend on it).
@@ -72,7 +72,7 @@ def check_latent_dim(config: ml_collections.ConfigDict) -> None:
                      f"config.model.latent_dim={config.model.latent_dim}.")
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@random_init.program
 def _init_params(module: nn.Module, key: jax.Array) -> Any:
   images = jnp.zeros((1, _INIT_IMAGE_SIZE, _INIT_IMAGE_SIZE, 3), jnp.float32)
   return module.init(key, images)["params"]
@@ -81,6 +81,11 @@ def _init_params(module: nn.Module, key: jax.Array) -> Any:
 def random_params(module: nn.Module, seed: int) -> Any:
   """Random encoder and decoder params of `module` from key(seed) (compiled once per module)."""
   return _init_params(module, jax.random.key(seed))
+
+
+def params_shape(module: nn.Module) -> Any:
+  """The shapes and dtypes of `random_params(module, ...)`, without computing anything."""
+  return _init_params.shape(module)
 
 
 def load_tokenizer(tokenizer_cfg: ml_collections.ConfigDict, seed: int = 0

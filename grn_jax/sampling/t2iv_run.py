@@ -29,7 +29,6 @@ with their line numbers); a file that is not UTF-8 or holds no prompt is an erro
 """
 
 import dataclasses
-import functools
 import os
 from typing import Any, Sequence
 
@@ -43,6 +42,7 @@ from PIL import Image
 
 from grn_jax import checkpointing
 from grn_jax import config_check
+from grn_jax import random_init
 from grn_jax import resolution
 from grn_jax import sharding
 from grn_jax import text
@@ -175,7 +175,7 @@ def encode_prompts(text_cfg: ml_collections.ConfigDict, prompts: Sequence[str],
   return features, np.asarray(neg, np.float32)[0][neg_mask[0]]
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@random_init.program
 def _init_grn(module: grn_t2iv.GRNT2IV, key: jax.Array) -> Any:
   """The module's boxed params from key (compiled once per module and process)."""
   x = (jnp.zeros((1, 1, 1, 1, module.labels_per_token), jnp.int32), jnp.zeros((1,)),
@@ -190,7 +190,7 @@ def load_grn_params(config: ml_collections.ConfigDict, module: grn_t2iv.GRNT2IV)
     logging.warning("config.sample.random_init=True: RANDOM GRN weights (tests only).")
     return nn.unbox(_init_grn(module, jax.random.key(config.sample.seed)))
   params = checkpointing.restore_params(config.sample.checkpoint)
-  abstract = nn.unbox(jax.eval_shape(_init_grn, module, jax.random.key(0)))
+  abstract = nn.unbox(_init_grn.shape(module))
   checkpointing.check_tree_matches(params, abstract, what="GRN T2I/T2V params")
   return params
 
@@ -271,7 +271,7 @@ class T2IVGeneration:
     return dict(prompt=self.prompts[index])
 
   def place_params(self, params: Any, mesh) -> Any:
-    abstract = {"params": jax.eval_shape(_init_grn, self.module, jax.random.key(0))}
+    abstract = {"params": _init_grn.shape(self.module)}
     shardings = sharding.logical_shardings(abstract, mesh, self.config.sharding_rules)["params"]
     return jax.device_put(params, shardings)
 
@@ -309,8 +309,8 @@ def abstract_program(config: ml_collections.ConfigDict, mode: str, *, batch: int
       warmup_steps=sample.warmup_steps, min_steps=sample.min_steps, max_steps=sample.max_steps,
       decode_fn=tokenizer_io.Uint8Decode(tokenizer_io.TokenizerDecode(tok_module)),
       rules=sharding.rules_from_config(config.sharding_rules))
-  params = nn.unbox(jax.eval_shape(lambda: _init_grn(module, jax.random.key(0))))
-  tok_params = jax.eval_shape(lambda: tokenizer_io.random_params(tok_module, 0))
+  params = nn.unbox(_init_grn.shape(module))
+  tok_params = tokenizer_io.params_shape(tok_module)
 
   def text_cache(rows: int, length: int):
     features = jax.ShapeDtypeStruct((rows, length, module.text_dim), jnp.float32)

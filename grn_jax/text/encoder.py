@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from grn_jax import checkpointing
+from grn_jax import random_init
 from grn_jax import sharding
 from grn_jax.models import umt5
 from grn_jax.text.tokenize import PromptTokenizer
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@random_init.program
 def _init_encoder(module: umt5.UMT5Encoder, key: jax.Array) -> Any:
   """Random boxed params of the encoder (compiled once per module and process)."""
   ids = jnp.zeros((1, 1), jnp.int32)
