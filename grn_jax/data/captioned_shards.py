@@ -171,7 +171,7 @@ class CaptionedShardSource:
     self._paths = label_shards.find_shards(os.path.join(data_dir, f"{PREFIX}-*"
                                                         f"{label_shards.SHARD_SUFFIX}"))
     self._metas = [read_metadata(p) for p in self._paths]
-    dims = {(m.text_dim, m.label_dim) for m in self._metas}
+    dims = {(m.text_dim, m.label_dim) for m in self._metas if m.num_examples}
     if len(dims) != 1:
       raise ShardFormatError(f"the shards of {data_dir} disagree on (text_dim, D): {dims}.")
     (self.text_dim, self.label_dim), = dims
