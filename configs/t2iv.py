@@ -189,5 +189,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))                              # h_div_w: height / width; duration: seconds (0 = image)
 
   config.mesh = common.mesh_config()
+  if not tiny:  # FSDP over every chip (18 heads: tensor 2 or 3 at most)
+    config.mesh.update(data=1, fsdp=-1)
   config.sharding_rules = sharding_rules(args["shard"])
   return config

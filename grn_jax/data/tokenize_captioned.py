@@ -151,6 +151,8 @@ def define_flags() -> None:
   flags.DEFINE_string("out", None, "Output directory of the shards.")
   flags.DEFINE_integer("examples_per_shard", 1024, "Examples per shard.")
   flags.DEFINE_integer("max_skipped", 1000, "Stop when one process skips more items.")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (TPU pods): each "
+                    "process writes its block of shards.")
   flags.mark_flags_as_required(["config", "media_dir", "captions", "out"])
 
 
@@ -160,6 +162,8 @@ def main(argv: Sequence[str]) -> None:
   # pylint: enable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}.")
+  if FLAGS.distributed:
+    jax.distributed.initialize()
   config = FLAGS.config
   items = captioned_media.read_captions(FLAGS.captions, FLAGS.media_dir)
   module, params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
