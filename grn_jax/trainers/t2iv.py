@@ -77,9 +77,6 @@ def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[
   if config.data.source not in DATA_SOURCES:
     raise ValueError(f"config.data.source must be one of {DATA_SOURCES}, got "
                      f"{config.data.source!r}.")
-  if config.data.source == "shards" and not config.data.data_dir:
-    raise ValueError("config.data.data_dir must name the prepared shards (python -m "
-                     "grn_jax.data.tokenize_captioned --out=...).")
   if config.text_encoder.dim != config.model.text_dim:
     raise ValueError(f"config.model.text_dim={config.model.text_dim} must equal the text "
                      f"encoder's config.text_encoder.dim={config.text_encoder.dim}.")
@@ -240,6 +237,9 @@ class T2IVTask:
       if dataset is not None:
         raise ValueError(f"a dataset was passed but config.data.source={data.source!r}; set it "
                          "to 'arrays'.")
+      if not data.data_dir:
+        raise ValueError("config.data.data_dir must name the prepared shards (python -m "
+                         "grn_jax.data.tokenize_captioned --out=...).")
       source = captioned_shards.CaptionedShardSource(data.data_dir)
     if source.null_features.shape[-1] != self.config.model.text_dim:
       raise ValueError(f"the data's text features have dim {source.null_features.shape[-1]}, "
