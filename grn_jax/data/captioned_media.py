@@ -136,3 +136,60 @@ def bucket_media(frames: np.ndarray, fps: float, data: ml_collections.ConfigDict
       raise SkipItem("a video in an image data set (data.max_duration = 0).")
     frames = frames[bucket_video_frames(len(frames), fps, data)]
   return np.stack([images.resize_center_crop(f, height, width) for f in frames]), h_div_w
+
+
+class CaptionFileReader:
+  """The items of a caption file: `read(i)` -> (frames uint8 [N, H, W, 3], fps, caption, id);
+  SkipItem when unreadable; `ident(i)` names item i in logs."""
+
+  def __init__(self, captions: str, media_dir: str):
+    self.items = read_captions(captions, media_dir)
+    self.description = f"captions:{os.path.abspath(captions)}"
+
+  def __len__(self) -> int:
+    return len(self.items)
+
+  def ident(self, index: int) -> str:
+    return self.items[index].media
+
+  def read(self, index: int) -> tuple[np.ndarray, float, str, str]:
+    item = self.items[index]
+    return (*load_media(item), item.caption, item.media)
+
+
+class TfdsCaptionReader:
+  """A catalogued tfds data set with a media feature (an image [H, W, 3] or a video
+  [N, H, W, 3]) and a caption feature (a string, or a sequence of them: the first is used, e.g.
+  coco_captions' captions/text)."""
+
+  def __init__(self, data_source, name: str, split: str, media_key: str, caption_key: str):
+    self.source, self.media_key, self.caption_key = data_source, media_key, caption_key
+    self.description = f"tfds:{name}/{split}"
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def _field(self, element, key: str):
+    for part in key.split("/"):
+      if part not in element:
+        raise KeyError(f"{self.description} elements have no feature {key!r} (features: "
+                       f"{sorted(element)}); set --media_key / --caption_key.")
+      element = element[part]
+    return element
+
+  def ident(self, index: int) -> str:
+    return f"{self.description}[{index}]"
+
+  def read(self, index: int) -> tuple[np.ndarray, float, str, str]:
+    ident = self.ident(index)
+    element = self.source[index]
+    media = np.asarray(self._field(element, self.media_key))
+    caption = self._field(element, self.caption_key)
+    if not isinstance(caption, (str, bytes)) and len(np.shape(caption)) > 0:
+      caption = caption[0] if len(caption) else ""
+    caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
+    try:
+      frames = media[None] if media.ndim == 3 else media
+      return np.stack([images.to_uint8_rgb(f, ident) for f in frames]), 0.0, caption, ident
+    except images.ImageDecodeError as e:
+      raise SkipItem(str(e)) from e

@@ -32,6 +32,7 @@ from grn_jax import tokenizer_io
 from grn_jax.data import captioned_media
 from grn_jax.data import captioned_shards
 from grn_jax.data import label_shards
+from grn_jax.data import sources
 from grn_jax.data import tokenize_dataset
 
 PLAN_FILE = "plan.json"
@@ -95,16 +96,23 @@ def make_prompt_features(encoder) -> PromptFeatures:
   return run
 
 
-def prepare(items: Sequence[captioned_media.CaptionedItem], out: str, *, data,
+def prepare(reader, out: str, *, data,
             encode_media: MediaEncoder, prompt_features: PromptFeatures, plan: Plan,
             process_index: int = 0, process_count: int = 1, max_skipped: int = 100
             ) -> dict:
   """Writes this process's shards (see the module docstring); returns its summary
-  {'written', 'shards_written', 'shards_already_done', 'skipped': [(media, reason)]}."""
+  {'written', 'shards_written', 'shards_already_done', 'skipped': [(media, reason)]}.
+
+  Args:
+    reader: captioned_media.CaptionFileReader or TfdsCaptionReader (`len`, `read(i)`,
+      `ident(i)`).
+  """
   os.makedirs(out, exist_ok=True)
   _check_or_write_plan(out, plan)
   captioned_shards.write_null_prompt(out, prompt_features([""])[0])
-  ranges = tokenize_dataset.shard_ranges(len(items), plan.examples_per_shard)
+  if plan.num_items != len(reader):
+    raise ValueError(f"the plan names {plan.num_items} items, the reader has {len(reader)}.")
+  ranges = tokenize_dataset.shard_ranges(len(reader), plan.examples_per_shard)
   summary = dict(written=0, shards_written=[], shards_already_done=[], skipped=[])
   for shard in tokenize_dataset.assign_shards(len(ranges), process_index, process_count):
     path = os.path.join(out, label_shards.shard_filename(shard, len(ranges),
@@ -113,16 +121,18 @@ def prepare(items: Sequence[captioned_media.CaptionedItem], out: str, *, data,
       summary["shards_already_done"].append(shard)
       continue
     examples, skipped = [], []
-    for item in items[slice(*ranges[shard])]:
+    for index in range(*ranges[shard]):
+      ident = reader.ident(index)
       try:
-        if not item.caption.strip():
+        frames, fps, caption, ident = reader.read(index)
+        if not caption.strip():
           raise captioned_media.SkipItem("empty caption")
-        frames, h_div_w = captioned_media.bucket_media(*captioned_media.load_media(item), data)
-        examples.append(dict(labels=encode_media(frames), h_div_w=h_div_w, caption=item.caption))
+        frames, h_div_w = captioned_media.bucket_media(frames, fps, data)
+        examples.append(dict(labels=encode_media(frames), h_div_w=h_div_w, caption=caption))
       except captioned_media.SkipItem as e:
-        logging.warning("skipping %s: %s", item.media, e)
-        skipped.append((item.media, str(e)))
-        summary["skipped"].append((item.media, str(e)))
+        logging.warning("skipping %s: %s", ident, e)
+        skipped.append((ident, str(e)))
+        summary["skipped"].append((ident, str(e)))
         if len(summary["skipped"]) > max_skipped:
           raise TooManySkipped(
               f"{len(summary['skipped'])} items skipped (more than --max_skipped={max_skipped}), "
@@ -146,14 +156,19 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file("config", None, "A configs/t2iv.py config.", lock_config=True)
-  flags.DEFINE_string("media_dir", None, "Folder the caption file's media paths are relative to.")
-  flags.DEFINE_string("captions", None, "The .jsonl or .csv caption file.")
+  flags.DEFINE_string("media_dir", "", "Folder the caption file's media paths are relative to.")
+  flags.DEFINE_string("captions", "", "The .jsonl or .csv caption file (or --tfds_name).")
+  flags.DEFINE_string("tfds_name", "", "A catalogued tfds data set instead of a caption file.")
+  flags.DEFINE_string("split", "train", "tfds split.")
+  flags.DEFINE_string("tfds_data_dir", "", "tfds data_dir.")
+  flags.DEFINE_string("media_key", "image", "tfds feature of the image / video.")
+  flags.DEFINE_string("caption_key", "caption", "tfds feature of the caption ('a/b' nests).")
   flags.DEFINE_string("out", None, "Output directory of the shards.")
   flags.DEFINE_integer("examples_per_shard", 1024, "Examples per shard.")
   flags.DEFINE_integer("max_skipped", 1000, "Stop when one process skips more items.")
   flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (TPU pods): each "
                     "process writes its block of shards.")
-  flags.mark_flags_as_required(["config", "media_dir", "captions", "out"])
+  flags.mark_flags_as_required(["config", "out"])
 
 
 def main(argv: Sequence[str]) -> None:
@@ -165,15 +180,23 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.distributed:
     jax.distributed.initialize()
   config = FLAGS.config
-  items = captioned_media.read_captions(FLAGS.captions, FLAGS.media_dir)
+  if bool(FLAGS.captions) == bool(FLAGS.tfds_name):
+    raise app.UsageError("give either --captions (with --media_dir) or --tfds_name.")
+  if FLAGS.captions:
+    reader = captioned_media.CaptionFileReader(FLAGS.captions, FLAGS.media_dir)
+  else:
+    source = sources.tfds_source(FLAGS.tfds_name, FLAGS.split, FLAGS.tfds_data_dir,
+                                 folder_option="--captions and --media_dir")
+    reader = captioned_media.TfdsCaptionReader(source, FLAGS.tfds_name, FLAGS.split,
+                                               FLAGS.media_key, FLAGS.caption_key)
   module, params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   prompts = text_encoder.PromptEncoder.from_config(config.text_encoder)
-  plan = Plan(captions=os.path.abspath(FLAGS.captions), num_items=len(items),
+  plan = Plan(captions=reader.description, num_items=len(reader),
               examples_per_shard=FLAGS.examples_per_shard, pixels=config.data.pixels,
               max_duration=float(config.data.max_duration),
               tokenizer=os.path.abspath(config.tokenizer.checkpoint),
               text_encoder=os.path.abspath(config.text_encoder.checkpoint))
-  summary = prepare(items, FLAGS.out, data=config.data,
+  summary = prepare(reader, FLAGS.out, data=config.data,
                     encode_media=make_media_encoder(module, params, config.model.hbq_rounds),
                     prompt_features=make_prompt_features(prompts), plan=plan,
                     process_index=jax.process_index(), process_count=jax.process_count(),

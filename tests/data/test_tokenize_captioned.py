@@ -65,16 +65,17 @@ def prepared(tmp_path_factory):
   _write_media(root)
   config = t2iv_configs.get_config("variant=tiny,task=t2v")
   encode = _fake_media
-  items = captioned_media.read_captions(str(root / "captions.jsonl"), str(root))
+  reader = captioned_media.CaptionFileReader(str(root / "captions.jsonl"), str(root))
+  items = reader.items
   plan = tokenize_captioned.Plan(captions="captions.jsonl", num_items=len(items),
                                  examples_per_shard=3, pixels=config.data.pixels,
                                  max_duration=config.data.max_duration, tokenizer="random",
                                  text_encoder="fake")
   out = str(root / "out")
-  summary = tokenize_captioned.prepare(items, out, data=config.data, encode_media=encode,
+  summary = tokenize_captioned.prepare(reader, out, data=config.data, encode_media=encode,
                                        prompt_features=_fake_prompts, plan=plan)
   return dict(root=root, config=config, encode=encode, items=items, plan=plan, out=out,
-              summary=summary)
+              summary=summary, reader=reader)
 
 
 def test_shards_hold_the_tokenizer_labels_and_the_prompt_features(prepared):
@@ -108,16 +109,19 @@ def test_shards_hold_the_tokenizer_labels_and_the_prompt_features(prepared):
 
 
 def test_rerun_resumes_and_a_changed_plan_or_too_many_skips_fail(prepared):
-  again = tokenize_captioned.prepare(prepared["items"], prepared["out"],
+  again = tokenize_captioned.prepare(prepared["reader"], prepared["out"],
                                      data=prepared["config"].data, encode_media=None,
                                      prompt_features=_fake_prompts, plan=prepared["plan"])
   assert again["shards_already_done"] == [0, 1, 2] and again["written"] == 0
   other = tokenize_captioned.Plan(**{**prepared["plan"].__dict__, "pixels": "0.25M"})
   with pytest.raises(ValueError, match="prepared with other settings .*pixels"):
-    tokenize_captioned.prepare(prepared["items"], prepared["out"], data=prepared["config"].data,
+    tokenize_captioned.prepare(prepared["reader"], prepared["out"], data=prepared["config"].data,
                                encode_media=None, prompt_features=_fake_prompts, plan=other)
+  tail = captioned_media.CaptionFileReader(str(prepared["root"] / "captions.jsonl"),
+                                          str(prepared["root"]))
+  tail.items = tail.items[3:]
   with pytest.raises(tokenize_captioned.TooManySkipped, match="--max_skipped=1"):
-    tokenize_captioned.prepare(prepared["items"][3:], str(prepared["root"] / "out2"),
+    tokenize_captioned.prepare(tail, str(prepared["root"] / "out2"),
                                data=prepared["config"].data, encode_media=prepared["encode"],
                                prompt_features=_fake_prompts, max_skipped=1,
                                plan=tokenize_captioned.Plan(**{**prepared["plan"].__dict__,
@@ -145,3 +149,27 @@ def test_bad_caption_files_name_the_line(tmp_path):
     captioned_media.read_captions(str(tmp_path / "c.txt"), str(tmp_path))
   with pytest.raises(FileNotFoundError, match="does not exist"):
     captioned_media.read_captions(str(tmp_path / "none.jsonl"), str(tmp_path))
+
+
+def test_tfds_reader_takes_the_media_and_first_caption(prepared):
+  rng = np.random.default_rng(0)
+  elements = [{"image": rng.integers(0, 255, (20, 30, 3), np.uint8),
+               "captions": {"text": np.array([b"two dogs", b"dogs"], object)}},
+              {"image": rng.integers(0, 255, (5, 20, 30, 3), np.uint8),
+               "captions": {"text": np.array([], object)}},
+              {"image": np.zeros((20, 30, 2), np.uint8), "captions": {"text": [b"odd"]}}]
+  reader = captioned_media.TfdsCaptionReader(elements, "toy", "train", "image", "captions/text")
+  frames, fps, caption, ident = reader.read(0)
+  assert frames.shape == (1, 20, 30, 3) and caption == "two dogs" and ident == "tfds:toy/train[0]"
+  assert reader.read(1)[0].shape == (5, 20, 30, 3) and reader.read(1)[2] == ""
+  with pytest.raises(captioned_media.SkipItem, match="not an RGB uint8 image"):
+    reader.read(2)
+  with pytest.raises(KeyError, match="no feature 'caption'.*--caption_key"):
+    captioned_media.TfdsCaptionReader(elements, "toy", "train", "image", "caption").read(0)
+  # Through the preparation: the empty caption and the 2-channel image are skipped.
+  plan = tokenize_captioned.Plan(**{**prepared["plan"].__dict__, "num_items": 3,
+                                    "captions": reader.description})
+  summary = tokenize_captioned.prepare(reader, str(prepared["root"] / "tfds_out"),
+                                       data=prepared["config"].data, encode_media=_fake_media,
+                                       prompt_features=_fake_prompts, plan=plan)
+  assert summary["written"] == 1 and len(summary["skipped"]) == 2
