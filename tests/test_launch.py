@@ -231,3 +231,51 @@ def test_shared_parser_switches_help_and_missing_subcommand():
   # Words after -- go to grn_jax.main untouched, flags of the script included.
   (cmd,), _ = dry_run("local.sh", "tiny", "--python=py", "--", "--workdir=x", "--bogus")
   assert cmd[-2:] == ["--workdir=x", "--bogus"] and flag(cmd[:-2], "workdir") == "workdir/tiny"
+
+
+def test_tpu_vm_t2i_pod_converts_prepares_and_trains_the_2b():
+  env = {"ZONE": "z", "BUCKET": "gs://bkt", "CONFIG": "configs/t2iv.py:variant=2B,task=t2i"}
+  (convert,), _ = dry_run("tpu_vm.sh", "convert", env=env)
+  assert flag(convert, "worker") == "0"
+  text = flag(convert, "command")
+  assert "--kind=t2iv --src=hf://bytedance-research/GRN/GRN_T2I_2B.pth" in text
+  assert "--dst=gs://bkt/weights/grn_t2i_2b" in text and "--kind=umt5" in text
+  assert "HBQ_tokenizer_64dim_M4.ckpt --dst=gs://bkt/weights/tokenizer64" in text
+
+  _, err = dry_run("tpu_vm.sh", "prepare-data", env=env, ok=False)
+  assert "--captions is required" in err
+  (prepare,), _ = dry_run("tpu_vm.sh", "prepare-data", "--captions=/gcs/bkt/c.jsonl",
+                          "--media-dir=/gcs/bkt/media", env=env)
+  assert flag(prepare, "worker") == "all"   # every process writes its block of shards
+  words = shlex.split(flag(prepare, "command").split("&&", 1)[1])
+  assert words[:3] == ["python3", "-m", "grn_jax.data.tokenize_captioned"]
+  assert "--distributed" in words and flag(words, "out") == "/gcs/bkt/t2iv_data"
+  assert flag(words, "config") == "configs/t2iv.py:variant=2B,task=t2i"
+  assert flag(words, "config.text_encoder.checkpoint") == "gs://bkt/weights/umt5-xxl-jax/params"
+
+  (train,), _ = dry_run("tpu_vm.sh", "run", "--accelerator-type=v5p-64", "--",
+                        "--config.train.total_steps=10", env=env)
+  remote = shlex.split(flag(train, "command").split("&&", 1)[1])
+  assert remote[:3] == ["python3", "-m", "grn_jax.main"] and "--distributed" in remote
+  assert flag(remote, "mode") == "train"
+  assert flag(remote, "config") == "configs/t2iv.py:variant=2B,task=t2i"
+  assert flag(remote, "workdir") == "gs://bkt/runs/grn_t2i_2b"
+  assert flag(remote, "config.data.data_dir") == "/gcs/bkt/t2iv_data"
+  assert flag(remote, "config.train.init_from") == "gs://bkt/weights/grn_t2i_2b"
+  assert flag(remote, "config.model.dtype") == "bfloat16"
+  assert remote[-1] == "--config.train.total_steps=10"
+  # The overrides the pod runs give a valid T2I training config (main's start-up check).
+  from configs import t2iv as t2iv_configs  # pylint: disable=g-import-not-at-top
+  from grn_jax import main as grn_main  # pylint: disable=g-import-not-at-top
+  config = t2iv_configs.get_config("variant=2B,task=t2i")
+  for word in remote:
+    if word.startswith("--config.") and "=" in word:
+      path, value = word[len("--config."):].split("=", 1)
+      *parents, leaf = path.split(".")
+      section = config
+      for p in parents:
+        section = section[p]
+      old = section[leaf]
+      section[leaf] = (value == "True") if isinstance(old, bool) else type(old)(value)
+  grn_main.validate_config(config, "train")
+  assert config.mesh.fsdp == -1 and config.mesh.data == 1

@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 CHECKS = textwrap.dedent("""
-    from configs import c2i, demo, tokenizer
+    from configs import c2i, demo, t2iv, tokenizer
     from grn_jax import main
     bad_mode = c2i.get_config("variant=tiny")
     bad_mode.mode = "serve"
@@ -28,6 +28,8 @@ CHECKS = textwrap.dedent("""
                          ("demo", demo.get_config("size=test")),
                          ("tokenizer", tokenizer.get_config("variant=tiny")),
                          ("tokenizer_image16", tokenizer.get_config("variant=image16")),
+                         ("t2i", t2iv.get_config("variant=2B,task=t2i")),
+                         ("t2v_tiny", t2iv.get_config("variant=tiny,task=t2v")),
                          ("bad_mode", bad_mode), ("bad_task", bad_task),
                          ("sampled_tokenizer", sampled_tokenizer), ("bad_demo", bad_demo)]:
       try:
@@ -46,9 +48,10 @@ def test_validate_config_accepts_the_config_files_and_names_bad_task_and_mode():
   assert out.returncode == 0, out.stderr[-3000:]
   lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
   assert lines["c2i"] == lines["demo"] == lines["tokenizer"] == lines["tokenizer_image16"] == "OK"
+  assert lines["t2i"] == lines["t2v_tiny"] == "OK"
   assert lines["bad_mode"].startswith("ERROR config.mode='serve' must be one of")
   assert lines["bad_task"] == ("ERROR config.task='t2x' is not a training task; known tasks: "
-                               "c2i, tokenizer.")
+                               "c2i, tokenizer, t2i, t2v.")
   assert lines["sampled_tokenizer"] == ("ERROR mode 'sample' runs the tasks ('c2i',); "
                                         "config.task='tokenizer' only trains (--mode=train).")
   assert lines["bad_demo"].startswith("ERROR config.tokenizer_train (the demo's tokenizer run")

@@ -115,3 +115,28 @@ def to_uint8_rgb(image: Any, name: str = "<array>") -> np.ndarray:
   if arr.ndim != 3 or arr.shape[-1] != 3 or min(arr.shape[:2]) < 1 or arr.dtype != np.uint8:
     raise ImageDecodeError(f"image {name} is not an RGB uint8 image: {arr.dtype} {arr.shape}.")
   return arr
+
+
+def resize_center_crop(image: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
+  """Scale to cover height x width (BOX halving while twice as large, then BICUBIC, as
+  `center_crop_adm`), then crop the centre: the bucket resize of the T2I/T2V data.
+
+  Args:
+    image: RGB uint8 [H, W, 3] (or a PIL image).
+    height, width: output size in pixels.
+
+  Returns:
+    uint8 [height, width, 3].
+  """
+  if height < 1 or width < 1:
+    raise ValueError(f"the output size must be positive, got {height} x {width}.")
+  pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+  if pil.mode != "RGB":
+    pil = pil.convert("RGB")
+  while pil.size[0] >= 2 * width and pil.size[1] >= 2 * height:
+    pil = pil.resize(tuple(s // 2 for s in pil.size), resample=Image.BOX)
+  scale = max(width / pil.size[0], height / pil.size[1])
+  size = (max(width, round(pil.size[0] * scale)), max(height, round(pil.size[1] * scale)))
+  arr = np.asarray(pil.resize(size, resample=Image.BICUBIC))
+  top, left = (arr.shape[0] - height) // 2, (arr.shape[1] - width) // 2
+  return np.ascontiguousarray(arr[top:top + height, left:left + width])

@@ -27,3 +27,20 @@ def test_center_crop_adm_known_values():
   np.testing.assert_allclose(out, np.round(halved[:, 16:48]), atol=1)
   with pytest.raises(images_lib.ImageDecodeError):
     images_lib.decode_image(b"\x89PNG\r\n\x1a\n garbage", "x.png")
+
+
+def test_resize_center_crop_covers_then_crops_the_centre():
+  # 40 x 120 (h x w), left / middle / right thirds black / grey / white -> cover 32 x 32:
+  # scale 0.8 to 32 x 96, then the middle 32 columns: all grey.
+  image = np.zeros((40, 120, 3), np.uint8)
+  image[:, 40:80], image[:, 80:] = 128, 255
+  out = images_lib.resize_center_crop(image, 32, 32)
+  assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+  assert np.abs(out[:, 4:-4].astype(int) - 128).max() <= 2
+  # A tall target on a wide image: height decides the scale; the output is exactly the size.
+  assert images_lib.resize_center_crop(image, 64, 16).shape == (64, 16, 3)
+  # Large inputs are BOX-halved first (as the ADM crop): a 4x larger copy gives the same crop.
+  big = np.repeat(np.repeat(image, 4, 0), 4, 1)
+  np.testing.assert_allclose(images_lib.resize_center_crop(big, 32, 32).astype(int), out, atol=3)
+  with pytest.raises(ValueError, match="positive"):
+    images_lib.resize_center_crop(image, 0, 8)
