@@ -148,6 +148,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Evaluation (grn_jax/evaluation/tokenizer_metrics.py; grn_jax.evaluation.fid takes flags).
   config.eval = ml_collections.ConfigDict(dict(
       inception="",               # FID Inception .npz/.pth; empty: $GRN_JAX_INCEPTION or ~/.cache
+      protocol="auto",            # FID preprocessing (evaluation/fid_protocol.py): auto (the
+                                  # reference's; torch_fidelity, the official one, without) |
+                                  # torch_fidelity | pytorch_fid
       recon_num_images=1000,      # images of the tokenizer reconstruction table
   ))
 
