@@ -5,6 +5,8 @@ r"""grn_jax entry point.
   python -m grn_jax.main --config=configs/demo.py --workdir=DIR        # embedded demo
 
   python -m grn_jax.main --config=configs/tokenizer.py:variant=tiny --workdir=DIR   # tokenizer
+  python -m grn_jax.main --mode=sample --config=configs/c2i.py:variant=B --workdir=DIR \
+      --pretrained=GRN_ind_B --trust_pickle     # the released model (grn_jax/pretrained.py)
 
 `config.task` names the model family: --mode=train runs its task in the one training loop
 (grn_jax/trainers/loop.py; the TASKS registry of grn_jax/trainers/task.py knows c2i and
@@ -12,6 +14,9 @@ tokenizer); sample and demo run the
 C2I family. `--mode` defaults to `config.mode`. `main(argv)` is importable from a notebook;
 `run(mode, config, workdir)` is the plain-Python form of the same thing. Both check every section
 of the config first, so an unknown or missing field fails at start-up, naming it.
+`--pretrained=NAME` fetches a released model (and its tokenizer) into the user cache once and
+points the config at it (grn_jax/pretrained.py `apply_to_config`). The command line turns on
+the persistent compilation cache (grn_jax/user_cache.py).
 """
 
 from absl import app
@@ -29,6 +34,10 @@ flags.DEFINE_enum("mode", None, ["train", "sample", "demo"],
                   "What to run; default: config.mode.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU pods, multi-process GPU).")
+flags.DEFINE_string("pretrained", None, "A released model (python -m grn_jax.pretrained --list) "
+                    "to sample from (--mode=sample) or start training from, with its tokenizer.")
+flags.DEFINE_bool("trust_pickle", False, "With --pretrained: allow the full unpickle the "
+                  "released C2I file needs (read once, then cached as Orbax).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = ("train", "sample", "demo")
@@ -86,8 +95,29 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
     jax.distributed.initialize()
-  run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  # pylint: disable=g-import-not-at-top
+  from grn_jax import pretrained
+  from grn_jax import user_cache
+  # pylint: enable=g-import-not-at-top
+  user_cache.enable_compilation_cache()
+  config = FLAGS.config
+  if FLAGS.pretrained:
+    for line in pretrained.apply_to_config(config, FLAGS.pretrained, FLAGS.mode or config.mode,
+                                           trust_pickle=FLAGS.trust_pickle):
+      logging.info("--pretrained=%s: %s", FLAGS.pretrained, line)
+  run(FLAGS.mode, config, FLAGS.workdir)
+
+
+def run_cli() -> None:
+  """Console script `grn-train` (= python -m grn_jax.main)."""
+  app.run(main)
+
+
+def run_sample_cli() -> None:
+  """Console script `grn-sample`: python -m grn_jax.main with --mode defaulting to sample."""
+  FLAGS.set_default("mode", "sample")
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli()

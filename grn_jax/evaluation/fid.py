@@ -162,6 +162,11 @@ def main(argv) -> None:
       json.dump(results, f, indent=1)
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
+  """Console script `grn-fid` (= python -m grn_jax.evaluation.fid)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()
