@@ -26,7 +26,9 @@ for all:
     MFU to the clu writers (TensorBoard and a log line); the first non-finite loss or gradient
     norm stops the run at the next flush or save, naming its step and keeping the last good
     checkpoint;
-  * progress (clu ReportProgress) and an optional sampling hook every sample_every_steps.
+  * progress (clu ReportProgress), an optional sampling hook every sample_every_steps (images to
+    TensorBoard) and an optional evaluation hook every eval_every_steps and at the last step
+    (e.g. FID during training, grn_jax/evaluation/online.py: scalars to TensorBoard).
 
 Randomness: the step's key is fold_in(key(config.seed), step), so a resumed run draws the
 numbers of an uninterrupted one, and (partitionable threefry) the same on any mesh.
@@ -58,7 +60,8 @@ from grn_jax.trainers import state as state_lib
 # Signals that make the run save a checkpoint and stop.
 STOP_SIGNALS = (signal.SIGTERM,)
 
-# hook(step, scalars): after every step; `scalars` holds the metrics at the steps they are flushed.
+# hook(step, scalars): after every step; `scalars` holds the metrics at the steps they are flushed
+# and the evaluation's scalars (eval/...) at the steps it runs.
 Hook = Callable[[int, dict[str, float] | None], None]
 
 
@@ -329,7 +332,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
     config: a whole config of a registered task (checked first).
     workdir: checkpoints (workdir/checkpoints), TensorBoard events; resumes from it.
     dataset: in-memory data for config.data.source == 'arrays' (its form is the task's).
-    hooks: called as hook(step, scalars) after every step (e.g. a progress bar).
+    hooks: called as hook(step, scalars) after every step (e.g. a progress bar); scalars are
+      None, or the flushed metrics and/or the evaluation's scalars of that step.
   """
   task = task_lib.make_task(config)
   train_cfg = config.train
@@ -351,6 +355,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
   step_fn = program.compile()
   prepare = task.make_prepare(mesh, program.batch_shardings)
   sample_fn = task.sample_hook()
+  eval_fn = task.eval_hook(mesh)
   reporter = _Reporter(config, task, workdir, step_fn, mesh, step, num_steps,
                        fresh=last_saved is None)
   config_dict = checkpointing.config_to_dict(config)
@@ -375,13 +380,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
           metrics = program.empty_metrics()
         save = step % train_cfg.checkpoint_every_steps == 0 or is_last or stop
         sample = sample_fn is not None and step % train_cfg.sample_every_steps == 0
-        if (save or sample) and scalars is None:
+        evaluate = eval_fn is not None and (step % train_cfg.eval_every_steps == 0 or is_last)
+        if (save or sample or evaluate) and scalars is None:
           _check_finite(jax.device_get(metrics.nonfinite), last_saved)
         if save:
           ckpt.save(step, state, data_iter.get_state(), config_dict)
           last_saved = step
         if sample:
           reporter.writer.write_images(step, sample_fn(state, batch))
+        if evaluate:
+          eval_scalars = eval_fn(state)
+          reporter.writer.write_scalars(step, eval_scalars)
+          logging.info("step %d evaluation: %s", step, eval_scalars)
+          scalars = {**(scalars or {}), **eval_scalars}
         for hook in hooks:
           hook(step, scalars)
         if stop:
