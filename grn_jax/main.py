@@ -7,6 +7,7 @@ r"""grn_jax entry point.
   python -m grn_jax.main --config=configs/tokenizer.py:variant=tiny --workdir=DIR   # tokenizer
   python -m grn_jax.main --mode=sample --config=configs/c2i.py:variant=B --workdir=DIR \
       --pretrained=GRN_ind_B --trust_pickle     # the released model (grn_jax/pretrained.py)
+  python -m grn_jax.main --config=... --workdir=DIR --profile_steps=5   # trace, TensorBoard
 
 `config.task` names the model family: --mode=train runs its task in the one training loop
 (grn_jax/trainers/loop.py; the TASKS registry of grn_jax/trainers/task.py knows c2i and
@@ -38,6 +39,9 @@ flags.DEFINE_string("pretrained", None, "A released model (python -m grn_jax.pre
                     "to sample from (--mode=sample) or start training from, with its tokenizer.")
 flags.DEFINE_bool("trust_pickle", False, "With --pretrained: allow the full unpickle the "
                   "released C2I file needs (read once, then cached as Orbax).")
+flags.DEFINE_integer("profile_steps", 0, "--mode=train: trace this many steps (from the second "
+                     "one) with jax.profiler into WORKDIR/plugins/profile; view them in "
+                     "TensorBoard's Profile tab (tensorboard --logdir=WORKDIR).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = ("train", "sample", "demo")
@@ -70,17 +74,23 @@ def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) 
     config_check.check_fields(config.demo, "demo", demo_run.DEMO_FIELDS)
 
 
-def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
-  """Runs one mode (None: config.mode) on a config; returns what that mode returns."""
+def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str,
+        profile_steps: int = 0):
+  """Runs one mode (None: config.mode) on a config; returns what that mode returns.
+
+  profile_steps > 0 (train only) traces that many steps with jax.profiler (loop.train).
+  """
   if mode is not None and mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose from {MODES}.")
   validate_config(config, mode)
   mode = mode or config.mode
+  if profile_steps > 0 and mode != "train":
+    raise ValueError(f"--profile_steps traces training steps; --mode={mode} does not train.")
   logging.info("grn_jax %s %s on %d devices (%d processes)", config.task, mode,
                jax.device_count(), jax.process_count())
   if mode == "train":
     from grn_jax.trainers import loop  # pylint: disable=g-import-not-at-top
-    return loop.train(config, workdir)
+    return loop.train(config, workdir, profile_steps=profile_steps)
   if mode == "sample":
     from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
     return generate.generate_to_workdir(config, workdir)
@@ -105,7 +115,7 @@ def main(argv):
     for line in pretrained.apply_to_config(config, FLAGS.pretrained, FLAGS.mode or config.mode,
                                            trust_pickle=FLAGS.trust_pickle):
       logging.info("--pretrained=%s: %s", FLAGS.pretrained, line)
-  run(FLAGS.mode, config, FLAGS.workdir)
+  run(FLAGS.mode, config, FLAGS.workdir, profile_steps=FLAGS.profile_steps)
 
 
 def run_cli() -> None:

@@ -324,8 +324,34 @@ class _Reporter:
     return scalars
 
 
+class _StepProfiler:
+  """A jax.profiler trace of `num_steps` steps from step `first`, in workdir/plugins/profile/
+  (TensorBoard's Profile tab: `tensorboard --logdir=WORKDIR`)."""
+
+  def __init__(self, workdir: str, num_steps: int, first: int):
+    self.workdir, self.first, self.last = workdir, first, first + num_steps
+    self.enabled, self.running = num_steps > 0, False
+
+  def before_step(self, step: int) -> None:
+    if self.enabled and step == self.first:
+      jax.profiler.start_trace(self.workdir)
+      self.running = True
+
+  def after_step(self, step: int, state: Any) -> None:
+    if self.running and step >= self.last:
+      self.stop(state)
+
+  def stop(self, state: Any) -> None:
+    if self.running:
+      jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
+      jax.profiler.stop_trace()
+      self.running = False
+      logging.info("profile of steps %d-%d written to %s/plugins/profile (TensorBoard: "
+                   "Profile tab).", self.first + 1, self.last, self.workdir)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, *,
-          hooks: Sequence[Hook] = ()) -> state_lib.TrainState:
+          hooks: Sequence[Hook] = (), profile_steps: int = 0) -> state_lib.TrainState:
   """Trains the task of config.task; returns the final TrainState.
 
   Args:
@@ -334,6 +360,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
     dataset: in-memory data for config.data.source == 'arrays' (its form is the task's).
     hooks: called as hook(step, scalars) after every step (e.g. a progress bar); scalars are
       None, or the flushed metrics and/or the evaluation's scalars of that step.
+    profile_steps: > 0 traces that many steps (from the second step of this run) with
+      jax.profiler into workdir/plugins/profile, viewable in TensorBoard (--profile_steps).
   """
   task = task_lib.make_task(config)
   train_cfg = config.train
@@ -360,16 +388,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
                        fresh=last_saved is None)
   config_dict = checkpointing.config_to_dict(config)
   metrics = program.empty_metrics()
+  profiler = _StepProfiler(workdir, profile_steps, first=step + 1)
   logging.info("Training %s steps %d -> %d, global batch %d, %d devices, %d processes.",
                config.task, step, num_steps, train_cfg.global_batch_size, jax.device_count(),
                jax.process_count())
   try:
     with _StopSignals() as stop_signals:
       while step < num_steps:
+        profiler.before_step(step)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = prepare(next(data_iter))
           state, metrics = step_fn(state, batch, metrics)
         step += 1
+        profiler.after_step(step, state)
         reporter.progress(step)
         stop = stop_signals.received or (jax.process_count() > 1 and
                                          ckpt.reached_preemption(step))
@@ -400,6 +431,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
           break
   finally:
     # Also on errors (NaN, interrupts): finish the pending async save of the last good state.
+    profiler.stop(state)
     ckpt.close()
     reporter.writer.flush()
   return state
