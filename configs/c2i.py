@@ -86,6 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       async_checkpointing=True,
       init_from="",               # Orbax {'params': ...} dir (converter output) to start from
       sample_every_steps=0,       # > 0: write grn_jax.sampling.sample_grid_fn grids
+      eval_every_steps=0,         # > 0: FID of config.eval.num_samples samples to TensorBoard
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
   ))
   if tiny:
@@ -147,9 +148,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       write_npz=True,             # samples.npz: images uint8 [N, H, W, 3], labels, steps
   ))
 
-  # Evaluation (grn_jax/evaluation/tokenizer_metrics.py; grn_jax.evaluation.fid takes flags).
+  # Evaluation: FID during training (train.eval_every_steps > 0, grn_jax/evaluation/online.py)
+  # and the tokenizer table (grn_jax/evaluation/tokenizer_metrics.py); grn_jax.evaluation.fid
+  # takes flags.
   config.eval = ml_collections.ConfigDict(dict(
       inception="",               # FID Inception .npz/.pth; empty: $GRN_JAX_INCEPTION or ~/.cache
+      protocol="auto",            # FID preprocessing (evaluation/fid_protocol.py): auto (the
+                                  # reference's; torch_fidelity, the official one, without) |
+                                  # torch_fidelity | pytorch_fid
+      reference="",               # FID statistics of real images (e.g. jit_in256_stats.npz)
+      feature_net="",             # empty: the FID Inception; else an .npz MLP (online.py)
+      num_samples=10_000,         # samples per evaluation (FID-10k), a multiple of the classes
+      batch_size=64,              # samples per program call, divisible by the batch devices
       recon_num_images=1000,      # images of the tokenizer reconstruction table
   ))
 

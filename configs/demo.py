@@ -94,7 +94,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       keep_checkpoints=1,
       peak_flops_per_device=1e11,  # nominal: skips the start-up matmul measurement
       async_checkpointing=False,
-      sample_every_steps=0)
+      sample_every_steps=0,
+      # The digits classifier's Frechet distance of eval.num_samples samples during training
+      # (grn_jax/evaluation/online.py; the demo writes the feature network and the reference
+      # statistics into workdir/eval/ and sets eval.feature_net / eval.reference).
+      eval_every_steps=500)
+  config.eval.update(num_samples=200, batch_size=200)
   config.corruption.update(keep_logit_mean=-0.8, keep_logit_std=0.8, label_drop_prob=0.1)
   config.optim.update(blr=2e-3, warmup_epochs=5, grad_clip_norm=1.0, schedule="cosine",
                       min_lr=1e-5)   # peak lr = blr * 128 / 256 = 1e-3
@@ -140,7 +145,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                         checkpoint_every_steps=3)
     config.tokenizer_train.optim.warmup_epochs = 0
     config.train.update(global_batch_size=16, total_steps=3, log_every_steps=1,
-                        checkpoint_every_steps=3)
+                        checkpoint_every_steps=3, eval_every_steps=3)
+    config.eval.update(num_samples=20, batch_size=20)
     config.sample.update(num_steps=3, per_class=2, batch_size=20, warmup_steps=1, min_steps=2,
                          max_steps=4)
     config.demo.update(grid_per_class=2, animation_classes=(0, 1), evaluate=False)

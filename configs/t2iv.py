@@ -168,7 +168,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       keep_checkpoints=3,
       async_checkpointing=True,
       init_from="",               # a converted checkpoint (python -m grn_jax.convert --kind=t2iv)
-      sample_every_steps=0,
+      sample_every_steps=0,       # must be 0: no training-time sampling or FID for T2I/T2V yet
+      eval_every_steps=0,
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
   ))
   # Official: AdamW(0.9, 0.999), lr 2e-5 whatever the batch, weight decay 0.005 except 1-D

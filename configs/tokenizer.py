@@ -81,6 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       async_checkpointing=True,
       init_from="",               # a converted tokenizer params dir, to fine-tune it
       sample_every_steps=0,       # > 0: write images next to their HBQ reconstructions
+      eval_every_steps=0,         # the tokenizer has no training-time evaluation (must be 0)
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
   ))
   config.optim = ml_collections.ConfigDict(dict(

@@ -7,6 +7,9 @@ r"""grn_jax entry point.
       --workdir=DIR                   # also --mode=t2v|i2v, --prompts=FILE, --image, --trajectory
 
   python -m grn_jax.main --config=configs/tokenizer.py:variant=tiny --workdir=DIR   # tokenizer
+  python -m grn_jax.main --mode=sample --config=configs/c2i.py:variant=B --workdir=DIR \
+      --pretrained=GRN_ind_B --trust_pickle     # the released model (grn_jax/pretrained.py)
+  python -m grn_jax.main --config=... --workdir=DIR --profile_steps=5   # trace, TensorBoard
 
 `config.task` names the model family: --mode=train runs its task in the one training loop
 (grn_jax/trainers/loop.py; the TASKS registry of grn_jax/trainers/task.py knows c2i and
@@ -14,6 +17,9 @@ tokenizer); sample and demo run the
 C2I family. `--mode` defaults to `config.mode`. `main(argv)` is importable from a notebook;
 `run(mode, config, workdir)` is the plain-Python form of the same thing. Both check every section
 of the config first, so an unknown or missing field fails at start-up, naming it.
+`--pretrained=NAME` fetches a released model (and its tokenizer) into the user cache once and
+points the config at it (grn_jax/pretrained.py `apply_to_config`). The command line turns on
+the persistent compilation cache (grn_jax/user_cache.py).
 """
 
 from absl import app
@@ -37,6 +43,13 @@ flags.DEFINE_bool("trajectory", None, "t2i/t2v/i2v: also write the refinement an
                   "(config.sample.trajectory).")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host TPU pods, multi-process GPU).")
+flags.DEFINE_string("pretrained", None, "A released model (python -m grn_jax.pretrained --list) "
+                    "to sample from (--mode=sample) or start training from, with its tokenizer.")
+flags.DEFINE_bool("trust_pickle", False, "With --pretrained: allow the full unpickle the "
+                  "released C2I file needs (read once, then cached as Orbax).")
+flags.DEFINE_integer("profile_steps", 0, "--mode=train: trace this many steps (from the second "
+                     "one) with jax.profiler into WORKDIR/plugins/profile; view them in "
+                     "TensorBoard's Profile tab (tensorboard --logdir=WORKDIR).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 MODES = ("train", "sample", "demo")
@@ -72,19 +85,27 @@ def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) 
     config_check.check_fields(config.demo, "demo", demo_run.DEMO_FIELDS)
 
 
-def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
-  """Runs one mode (None: config.mode) on a config; returns what that mode returns."""
+def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str,
+        profile_steps: int = 0):
+  """Runs one mode (None: config.mode) on a config; returns what that mode returns.
+
+  profile_steps > 0 (train only) traces that many steps with jax.profiler (loop.train).
+  """
   if mode in PROMPT_MODES:
+    if profile_steps > 0:
+      raise ValueError(f"--profile_steps traces training steps; --mode={mode} does not train.")
     return run_prompt_mode(mode, config, workdir)
   if mode is not None and mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose from {MODES + PROMPT_MODES}.")
   validate_config(config, mode)
   mode = mode or config.mode
+  if profile_steps > 0 and mode != "train":
+    raise ValueError(f"--profile_steps traces training steps; --mode={mode} does not train.")
   logging.info("grn_jax %s %s on %d devices (%d processes)", config.task, mode,
                jax.device_count(), jax.process_count())
   if mode == "train":
     from grn_jax.trainers import loop  # pylint: disable=g-import-not-at-top
-    return loop.train(config, workdir)
+    return loop.train(config, workdir, profile_steps=profile_steps)
   if mode == "sample":
     from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
     return generate.generate_to_workdir(config, workdir)
@@ -105,14 +126,34 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
     jax.distributed.initialize()
+  # pylint: disable=g-import-not-at-top
+  from grn_jax import pretrained
+  from grn_jax import user_cache
+  # pylint: enable=g-import-not-at-top
+  user_cache.enable_compilation_cache()
   config = FLAGS.config
   given = [name for name in PROMPT_FLAGS if FLAGS[name].value is not None]
   if given and FLAGS.mode not in PROMPT_MODES:
     raise app.UsageError(f"--{given[0]} goes with --mode={'|'.join(PROMPT_MODES)}.")
   for name in given:  # the fields exist in configs/t2iv.py: a locked config accepts them
     config.sample[name] = FLAGS[name].value
-  run(FLAGS.mode, config, FLAGS.workdir)
+  if FLAGS.pretrained:
+    for line in pretrained.apply_to_config(config, FLAGS.pretrained, FLAGS.mode or config.mode,
+                                           trust_pickle=FLAGS.trust_pickle):
+      logging.info("--pretrained=%s: %s", FLAGS.pretrained, line)
+  run(FLAGS.mode, config, FLAGS.workdir, profile_steps=FLAGS.profile_steps)
+
+
+def run_cli() -> None:
+  """Console script `grn-train` (= python -m grn_jax.main)."""
+  app.run(main)
+
+
+def run_sample_cli() -> None:
+  """Console script `grn-sample`: python -m grn_jax.main with --mode defaulting to sample."""
+  FLAGS.set_default("mode", "sample")
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli()

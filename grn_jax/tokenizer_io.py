@@ -57,7 +57,9 @@ def _check_params_dir(path: str) -> None:
     raise ValueError(
         f"config.tokenizer.checkpoint={path!r} is a PyTorch file; convert it first into a "
         "converted params directory with `python -m grn_jax.convert --kind=tokenizer "
-        f"--src={path} --dst=DIR --config=...` and pass --config.tokenizer.checkpoint=DIR.")
+        f"--src={path} --dst=DIR --config=...` and pass --config.tokenizer.checkpoint=DIR, or "
+        "let the pretrained registry do it once (`--pretrained=NAME` on grn_jax.main, "
+        "grn_jax.pretrained.load(NAME); names: python -m grn_jax.pretrained --list).")
   if not path:
     raise ValueError(
         "config.tokenizer.checkpoint is empty: set it to a converted params directory (written "

@@ -66,3 +66,29 @@ def test_unknown_command_line_field_fails_naming_it(tmp_path):
   assert out.returncode != 0
   assert 'Did you mean "global_batch_size" instead of "global_batch_sise"?' in out.stderr
   assert not os.listdir(tmp_path)  # nothing ran
+
+
+def test_unknown_pretrained_name_fails_listing_the_registry(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "grn_jax.main",
+                        "--config=configs/c2i.py:variant=tiny", f"--workdir={tmp_path}",
+                        "--pretrained=GRN_ind_Z"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert "unknown pretrained model 'GRN_ind_Z'; known: GRN_ind_B" in out.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_console_scripts_name_existing_functions():
+  import ast  # pylint: disable=g-import-not-at-top
+  import configparser  # pylint: disable=g-import-not-at-top
+  setup = configparser.ConfigParser()
+  setup.read(ROOT / "setup.cfg")
+  entries = [line.split("=") for line in
+             setup["options.entry_points"]["console_scripts"].strip().splitlines()]
+  names = {name.strip() for name, _ in entries}
+  assert {"grn-train", "grn-sample", "grn-convert", "grn-pretrained", "grn-fid"} <= names
+  for name, target in entries:
+    module, function = target.strip().split(":")
+    source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+    defined = {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+    assert function in defined, (name, target)

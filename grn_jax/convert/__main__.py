@@ -19,21 +19,24 @@ pickles an argparse Namespace: reading it needs --trust_pickle. The result resto
 The umT5 text encoder is converted streaming in bf16 from the hub's `umt5-xxl/` folder (or a
 local copy, or the .pth with its tokenizer files beside it) into `dst/params` with its
 tokenizer files in `dst/tokenizer` (grn_jax/convert/umt5.py).
-"""
 
-import os
+The other way, a params directory back to the official PyTorch file (grn_jax/convert/files.py
+`export_torch`; needs torch):
+  python -m grn_jax.convert --to_torch --kind=c2i --src=/tmp/grn_b --dst=/tmp/GRN_ind_B.pth \
+      --config=configs/c2i.py:variant=B
+The registry of released files (download, convert once, cache) is `python -m grn_jax.pretrained`.
+"""
 
 from absl import app
 from absl import flags
-from absl import logging
-import jax
-import numpy as np
 from ml_collections import config_flags
+
+from grn_jax.convert import files
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config whose model/tokenizer/text_encoder "
                                 "section matches the checkpoint.", lock_config=True)
-flags.DEFINE_enum("kind", None, ["c2i", "tokenizer", "t2iv", "umt5"], "What the file holds.")
+flags.DEFINE_enum("kind", None, list(files.KINDS), "What the file holds.")
 flags.DEFINE_string("src", None, "Local .pth/.ckpt path or hf://ORG/REPO/FILE (umt5: also a "
                     "folder, hf://ORG/REPO/FOLDER).")
 flags.DEFINE_string("dst", None, "Output directory (an Orbax checkpoint of {'params': ...}).")
@@ -41,40 +44,24 @@ flags.DEFINE_string("entry", None, "Sub-dict with the weights (default: model_em
                     "files; ema, else vae, for tokenizer files; the whole file for umt5).")
 flags.DEFINE_bool("trust_pickle", False, "Allow a full unpickle (needed for the released C2I "
                   "file, which stores an argparse Namespace). Only for files you trust.")
+flags.DEFINE_bool("to_torch", False, "The other way: --src is a params directory, --dst the "
+                  "PyTorch file to write (the released container layout).")
 flags.mark_flags_as_required(["config", "kind", "src", "dst"])
-
-
-def convert(kind: str, src: str, dst: str, config, entry: str | None = None,
-            trust_pickle: bool = False) -> dict:
-  """Reads `src`, maps it onto our params, writes `dst`; returns the numpy params."""
-  if kind == "umt5":
-    from grn_jax.convert.umt5 import convert_umt5  # pylint: disable=g-import-not-at-top
-    return convert_umt5(src, dst, config.text_encoder, trust_pickle=trust_pickle, entry=entry)
-  from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from grn_jax.convert import common  # pylint: disable=g-import-not-at-top
-  state_dict = common.load_torch_checkpoint(src, entry=entry, trust_pickle=trust_pickle,
-                                            kind=kind)
-  if kind == "c2i":
-    from grn_jax.convert.c2i import c2i_params_from_torch  # pylint: disable=g-import-not-at-top
-    params = c2i_params_from_torch(state_dict, config.model)
-  elif kind == "t2iv":
-    from grn_jax.convert.t2iv import t2iv_params_from_torch  # pylint: disable=g-import-not-at-top
-    params = t2iv_params_from_torch(state_dict, config.model)
-  else:
-    from grn_jax.convert.tokenizer import tokenizer_params_from_torch  # pylint: disable=g-import-not-at-top
-    params = tokenizer_params_from_torch(state_dict, config.tokenizer)
-  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  logging.info("converted %d tensors, %d parameters from %s", len(state_dict), count, src)
-  checkpointing.save_params(os.fspath(dst), params)
-  print(f"wrote {kind} params ({count:,} parameters, {len(state_dict)} tensors) to {dst}")
-  return params
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  convert(FLAGS.kind, FLAGS.src, FLAGS.dst, FLAGS.config, FLAGS.entry, FLAGS.trust_pickle)
+  if FLAGS.to_torch:
+    files.export_torch(FLAGS.kind, FLAGS.src, FLAGS.dst, FLAGS.config)
+  else:
+    files.convert(FLAGS.kind, FLAGS.src, FLAGS.dst, FLAGS.config, FLAGS.entry, FLAGS.trust_pickle)
+
+
+def run_cli() -> None:
+  """Console script `grn-convert` (= python -m grn_jax.convert)."""
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli()

@@ -59,7 +59,8 @@ def resolve_path(src: str, cache_dir: str | None = None) -> str:
                   f"{e}). {manual}") from e
 
 
-def _import_torch():
+def import_torch():
+  """The torch module (the `torch` extra), or an ImportError saying how to install it."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -82,7 +83,7 @@ def load_torch_checkpoint(path: str, entry: str | None = None, trust_pickle: boo
     kind: 'c2i' or 'tokenizer' restricts the default entries to that kind of file; 't2iv'
       files are flat state dicts.
   """
-  torch = _import_torch()
+  torch = import_torch()
   local = resolve_path(path)
   if trust_pickle:
     ckpt = torch.load(local, map_location="cpu", weights_only=False)

@@ -169,7 +169,7 @@ def umt5_params_to_torch(params: dict[str, Any], encoder_config) -> dict[str, np
 def load_state_dict_views(path: str, trust_pickle: bool = False,
                           entry: str | None = None) -> dict[str, np.ndarray]:
   """Memory-maps a .pth file and returns {key: zero-copy numpy view} in the stored dtypes."""
-  torch = common._import_torch()  # pylint: disable=protected-access
+  torch = common.import_torch()
   try:
     ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=not trust_pickle)
   except RuntimeError as e:

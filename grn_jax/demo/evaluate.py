@@ -19,6 +19,7 @@ same as the demo's training data) and applied to the samples:
 """
 
 import json
+import os
 from typing import Any
 import warnings
 
@@ -65,6 +66,28 @@ class DigitsClassifier:
     """float [N, H, W] in [0, 1] -> float64 [N, 64] hidden ReLU activations."""
     x = self._flat(images).astype(np.float64)
     return np.maximum(x @ self.mlp.coefs_[0] + self.mlp.intercepts_[0], 0.0)
+
+
+def write_online_eval_files(classifier: DigitsClassifier, folder: str) -> dict[str, str]:
+  """The classifier as an online feature network and its statistics of all real digits.
+
+  grn_jax/evaluation/online.py then computes, inside the sampler's program, the same features
+  and Frechet distance as `evaluate_samples` (on the same images).
+
+  Returns:
+    dict(feature_net=..., reference=...): the config.eval fields to set.
+  """
+  from grn_jax.evaluation import online  # pylint: disable=g-import-not-at-top
+  from grn_jax.evaluation import reference  # pylint: disable=g-import-not-at-top
+  os.makedirs(folder, exist_ok=True)
+  paths = dict(feature_net=os.path.join(folder, "digits_classifier.npz"),
+               reference=os.path.join(folder, "digits_reference.npz"))
+  mlp = classifier.mlp
+  online.save_mlp_feature_net(paths["feature_net"], mlp.coefs_[0], mlp.intercepts_[0],
+                              mlp.coefs_[1], mlp.intercepts_[1])
+  reference.save_stats(paths["reference"],
+                       *metrics.feature_statistics(classifier.features(classifier.real_images)))
+  return paths
 
 
 def _frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:

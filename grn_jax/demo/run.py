@@ -6,7 +6,11 @@
   3. labels     every digit -> HBQ labels int32 [1797, h, w, D] -> workdir/digits_labels.npz
   4. GRN        the C2I task of the training loop on the in-memory labels
                 -> workdir/checkpoints; the sampling params (config.sample.params) also go to
-                workdir/grn_params
+                workdir/grn_params. With config.train.eval_every_steps > 0 the loop also
+                computes the digits classifier's Frechet distance and accuracy of
+                config.eval.num_samples samples during training (grn_jax/evaluation/online.py,
+                the classifier's features in workdir/eval/): the curve in TensorBoard
+                (eval/frechet_distance) and in summary.json (online_evaluation)
   5. samples    default sampler settings, through grn_jax.sampling.generate (the PNGs in
                 workdir/samples/) -> workdir/samples.npz (images uint8 [N, H, W, 3], labels,
                 steps, nfe int32 [N], entropy float32 [N], per_class per class), grid.png
@@ -106,9 +110,11 @@ def reconstruction_stage(config, params, labels: np.ndarray) -> np.ndarray:
 
 
 def grn_stage(config, workdir: str, labels: np.ndarray, classes: np.ndarray):
-  """Trains (or resumes) the GRN; returns the final TrainState."""
+  """Trains (or resumes) the GRN; returns (the final TrainState, its online evaluations)."""
+  online = (f", digits Frechet distance of {config.eval.num_samples} samples every "
+            f"{config.train.eval_every_steps} steps" if config.train.eval_every_steps > 0 else "")
   _say(f"[4/6] GRN: {demo_train.grn_steps(config, len(labels))} steps of batch "
-       f"{config.train.global_batch_size} on labels {labels.shape}")
+       f"{config.train.global_batch_size} on labels {labels.shape}{online}")
   return demo_train.train_grn(config, workdir, labels, classes)
 
 
@@ -193,10 +199,18 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
        f"{summary['reconstruction_psnr_db']:.1f} dB")
   timings["labels"] = time.perf_counter() - t
 
+  classifier = None
+  if config.demo.evaluate or config.train.eval_every_steps > 0:
+    from grn_jax.demo import evaluate  # pylint: disable=g-import-not-at-top
+    classifier = evaluate.DigitsClassifier(config.data.image_size)
+
   t = time.perf_counter()
   run_config = ml_collections.ConfigDict(config.to_dict())
   run_config.tokenizer.checkpoint = os.path.join(workdir, "tokenizer")
-  grn_stage(run_config, workdir, labels, classes)
+  if config.train.eval_every_steps > 0:
+    run_config.eval.update(evaluate.write_online_eval_files(classifier,
+                                                            os.path.join(workdir, "eval")))
+  _, summary["online_evaluation"] = grn_stage(run_config, workdir, labels, classes)
   timings["grn"] = time.perf_counter() - t
 
   t = time.perf_counter()
@@ -206,9 +220,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t = time.perf_counter()
   evaluation = {}
   if config.demo.evaluate:
-    from grn_jax.demo import evaluate  # pylint: disable=g-import-not-at-top
     _say("[6/6] evaluation: digits classifier on real digits, applied to the samples")
-    classifier = evaluate.DigitsClassifier(config.data.image_size)
     evaluation["reconstructions"] = evaluate.evaluate_samples(recon, classes, classifier)
     for name in ("fixed", "adaptive"):
       if name in outputs:
@@ -251,6 +263,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"  {name:<16} classifier accuracy {result['accuracy']:.3f}, Frechet distance "
                  f"{result['frechet_distance']:.2f}, within-class diversity "
                  f"{result['within_class_diversity']:.2f}{steps}")
+  curve = summary["online_evaluation"]
+  if curve:
+    points = ", ".join(f"{e['step']}: {e['eval/frechet_distance']:.2f}" for e in curve)
+    lines.append(f"  during training (step: Frechet distance of {curve[0]['eval/num_samples']} "
+                 f"samples): {points}")
   if summary["evaluation"]:
     real = next(iter(summary["evaluation"].values()))
     lines.append(f"  (real held-out digits: accuracy {real['real_test_accuracy']:.3f}, "

@@ -72,12 +72,16 @@ class _ProgressBar:
     from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
     self.bar = tqdm.tqdm(total=total, desc=desc, unit="step")
     self.scalars: dict[str, float] | None = None
+    self.evaluations: list[dict[str, float]] = []   # step and the eval/... scalars
 
   def __call__(self, step: int, scalars: dict[str, float] | None) -> None:
     self.bar.update(step - self.bar.n)
-    if scalars is not None:
+    if scalars and "loss" in scalars:
       self.scalars = scalars
       self.bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+    evaluation = {k: v for k, v in (scalars or {}).items() if k.startswith("eval/")}
+    if evaluation:
+      self.evaluations.append(dict(step=step, **evaluation))
 
   def close(self) -> None:
     self.bar.update(self.bar.total - self.bar.n)
@@ -102,11 +106,17 @@ def train_tokenizer(config: ml_collections.ConfigDict, workdir: str, images: np.
 
 
 def train_grn(config: ml_collections.ConfigDict, workdir: str, labels: np.ndarray,
-              classes: np.ndarray) -> state_lib.TrainState:
-  """Trains (or resumes) the demo's GRN on labels int32 [N, h, w, D], classes int32 [N]."""
+              classes: np.ndarray) -> tuple[state_lib.TrainState, list[dict[str, float]]]:
+  """Trains (or resumes) the demo's GRN on labels int32 [N, h, w, D], classes int32 [N].
+
+  Returns:
+    (the final TrainState, the training-time evaluations of this call: dicts of step and the
+    eval/... scalars, empty when config.train.eval_every_steps is 0).
+  """
   run = grn_config(config)
   bar = _ProgressBar("GRN", grn_steps(run, len(labels)))
   try:
-    return loop.train(run, workdir, dataset=(labels, classes), hooks=[bar])
+    state = loop.train(run, workdir, dataset=(labels, classes), hooks=[bar])
   finally:
     bar.close()
+  return state, bar.evaluations

@@ -1,12 +1,15 @@
 r"""FID / Inception Score / precision / recall of generated images against reference statistics.
 
   python -m grn_jax.evaluation.fid --samples=workdir/samples/samples.npz \
-      --ref=VIRTUAL_imagenet256_labeled.npz [--inception=PATH] [--precision_recall]
+      --ref=jit_in256_stats.npz [--inception=PATH] [--precision_recall] [--protocol=auto]
 
 --samples: an npz with uint8 `images` [N, H, W, 3] (grn_jax sampling) or `arr_0` (ADM), read in
 streamed batches, or a folder of PNG/JPEG files. --ref: npz with mu/sigma (see reference.py);
 precision/recall also need the reference images (ADM batches carry them as arr_0).
---save_stats=OUT.npz writes mu/sigma of --samples (to build your own reference).
+--save_stats=OUT.npz writes mu/sigma of --samples (to build your own reference), with the protocol.
+--protocol: the FID preprocessing (grn_jax/evaluation/fid_protocol.py); 'auto' (default) takes the
+one the reference was computed with: torch_fidelity for the official JiT statistics (the GRN
+paper's numbers) and the ADM reference batches, the stored one for our own files.
 """
 
 import json
@@ -19,6 +22,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from grn_jax.evaluation import fid_protocol
 from grn_jax.evaluation import inception
 from grn_jax.evaluation import metrics
 from grn_jax.evaluation import reference
@@ -65,10 +69,11 @@ def iter_folder_images(folder: str, batch_size: int, limit: int = -1) -> Iterato
                     for f in files[start:start + batch_size]])
 
 
-def compute_features(batches: Iterator[np.ndarray], params, batch_size: int
-                     ) -> dict[str, np.ndarray]:
-  """Inception outputs (pool [N, 2048], logits_unbiased [N, 1008]) of streamed image batches."""
-  feature_fn = inception.make_feature_fn(params, batch_size)
+def compute_features(batches: Iterator[np.ndarray], params, batch_size: int,
+                     protocol: str = fid_protocol.DEFAULT_PROTOCOL) -> dict[str, np.ndarray]:
+  """Inception outputs (pool [N, 2048], logits_unbiased [N, 1008]) of streamed image batches,
+  preprocessed by `protocol` (fid_protocol.PROTOCOLS)."""
+  feature_fn = inception.make_feature_fn(params, batch_size, protocol=protocol)
   pools, logits = [], []
   count = 0
   for batch in batches:
@@ -111,6 +116,9 @@ def define_flags() -> None:
                     "reference images.")
   flags.DEFINE_string("save_stats", "", "Write mu/sigma of --samples here.")
   flags.DEFINE_string("out_json", "", "Also write the metrics as JSON here.")
+  flags.DEFINE_enum("protocol", fid_protocol.AUTO, (fid_protocol.AUTO,) + fid_protocol.PROTOCOLS,
+                    "FID preprocessing; auto: the one of --ref (torch_fidelity for the official "
+                    "statistics), torch_fidelity without --ref.")
   flags.mark_flags_as_required(["samples"])
 
 
@@ -119,16 +127,18 @@ def main(argv) -> None:
   if not FLAGS.ref and not FLAGS.save_stats:
     raise app.UsageError("pass --ref=STATS.npz (to evaluate) and/or --save_stats=OUT.npz.")
   ref = reference.load_reference(FLAGS.ref, FLAGS.precision_recall) if FLAGS.ref else None
+  protocol = fid_protocol.resolve_protocol(FLAGS.protocol, FLAGS.ref,
+                                           ref.pop("protocol", None) if ref else None)
   params = inception.load_params(FLAGS.inception or None)
   if os.path.isdir(FLAGS.samples):
     batches = iter_folder_images(FLAGS.samples, FLAGS.batch_size, FLAGS.num_images)
   else:
     batches = iter_npz_images(FLAGS.samples, FLAGS.batch_size, limit=FLAGS.num_images)
-  features = compute_features(batches, params, FLAGS.batch_size)
+  features = compute_features(batches, params, FLAGS.batch_size, protocol)
   if FLAGS.save_stats:
     mu, sigma = metrics.feature_statistics(features["pool"])
-    reference.save_stats(FLAGS.save_stats, mu, sigma)
-    print(f"wrote {FLAGS.save_stats} ({len(features['pool'])} images)")
+    reference.save_stats(FLAGS.save_stats, mu, sigma, protocol=protocol)
+    print(f"wrote {FLAGS.save_stats} ({len(features['pool'])} images, protocol {protocol})")
   if ref is None:
     return
   ref_features = None
@@ -136,9 +146,10 @@ def main(argv) -> None:
     images = ref.pop("images")
     ref_features = compute_features(
         (images[i:i + FLAGS.batch_size] for i in range(0, len(images), FLAGS.batch_size)),
-        params, FLAGS.batch_size)["pool"]
-  results = evaluate(features, ref, ref_features, FLAGS.splits)
+        params, FLAGS.batch_size, protocol)["pool"]
+  results = dict(evaluate(features, ref, ref_features, FLAGS.splits), protocol=protocol)
   lines = [f"images            {results['num_images']}",
+           f"protocol          {protocol}",
            f"FID               {results['fid']:.4f}",
            f"Inception Score   {results['inception_score']:.4f} "
            f"+- {results['inception_score_std']:.4f}"]
@@ -151,6 +162,11 @@ def main(argv) -> None:
       json.dump(results, f, indent=1)
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
+  """Console script `grn-fid` (= python -m grn_jax.evaluation.fid)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()

@@ -1,18 +1,21 @@
 r"""The FID Inception-v3 (TF 2015-12-05 graph, as ported by pytorch-fid) in Flax, and its weights.
 
-Same network and preprocessing as pytorch-fid's `InceptionV3(use_fid_inception=True)`:
-images in [0, 1] are resized to 299x299 (bilinear, half-pixel centres = align_corners=False, no
-antialiasing), mapped to [-1, 1], and run through Inception-v3 whose Mixed_5*/6b-e/7b/7c blocks
-are the FID variants (average pools that do not count the zero padding; max pool in Mixed_7c).
-Outputs: the 2048-d average-pool features (FID, precision/recall) and the 1008-class logits of
-the final fc layer, with and without its bias; the Inception Score uses the bias-free logits, as
-the original IS code and torch-fidelity do.
+The network of pytorch-fid's `InceptionV3(use_fid_inception=True)` and of torch-fidelity's
+`inception-v3-compat`: images are resized to 299x299 and normalised by one of the two FID
+protocols (grn_jax/evaluation/fid_protocol.py: `torch_fidelity`, the official GRN evaluation's
+and the default, or `pytorch_fid`), then run through Inception-v3 whose Mixed_5*/6b-e/7b/7c
+blocks are the FID variants (average pools that do not count the zero padding; max pool in
+Mixed_7c). Outputs: the 2048-d average-pool features (FID, precision/recall) and the 1008-class
+logits of the final fc layer, with and without its bias; the Inception Score uses the bias-free
+logits, as the original IS code and torch-fidelity do.
 
 Weights: pytorch-fid's release file
   wget https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth \
       -P ~/.cache/grn_jax/
 converted once (needs torch) to a .npz that is read without torch afterwards:
   python -m grn_jax.evaluation.inception --pth=~/.cache/grn_jax/pt_inception-2015-12-05-6726825d.pth
+torch-fidelity's file of the same graph (weights-inception-2015-12-05-6726825d.pth) has the same
+keys and converts the same way.
 """
 
 import os
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grn_jax.convert import common
+from grn_jax.evaluation import fid_protocol
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d"
 WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -175,34 +179,19 @@ class InceptionBlock(nn.Module):
     return jnp.concatenate(tensors, axis=-1)
 
 
-def preprocess(images: jax.Array, resize_to: int = 299) -> jax.Array:
-  """uint8 [B, H, W, 3] (or float in [0, 1]) -> float32 [B, 299, 299, 3] in [-1, 1].
-
-  pytorch-fid order: bilinear resize (align_corners=False, no antialias) of [0, 1] images, then
-  2x - 1.
-  """
-  if images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"images must be [B, H, W, 3], got {images.shape}.")
-  x = images.astype(jnp.float32)
-  if jnp.issubdtype(images.dtype, jnp.integer):
-    x = x / 255.0
-  if resize_to and images.shape[1:3] != (resize_to, resize_to):
-    x = jax.image.resize(x, (x.shape[0], resize_to, resize_to, 3), "bilinear", antialias=False)
-  return 2.0 * x - 1.0
-
-
 class FIDInceptionV3(nn.Module):
   """images -> dict(pool float32 [B, 2048], logits / logits_unbiased float32 [B, 1008]).
 
-  resize_to=0 skips the resize (tests run the random-weight network on small inputs; at least
-  75x75 pixels).
+  `protocol` is the FID preprocessing (fid_protocol.PROTOCOLS). resize_to=0 skips the resize
+  (tests run the random-weight network on small inputs; at least 75x75 pixels).
   """
-  resize_to: int = 299
+  resize_to: int = fid_protocol.INPUT_SIZE
+  protocol: str = fid_protocol.DEFAULT_PROTOCOL
   precision: Any = jax.lax.Precision.HIGHEST
 
   @nn.compact
   def __call__(self, images):
-    x = preprocess(images, self.resize_to)
+    x = fid_protocol.preprocess(images, self.resize_to, self.protocol)
     for name, kind, _, convs in ARCHITECTURE:
       if kind == "maxpool":
         x = _max_pool_down(x)
@@ -368,13 +357,14 @@ def load_params(path: str | None = None, cache_npz: bool = True) -> dict[str, An
   return params
 
 
-def make_feature_fn(params, batch_size: int, resize_to: int = 299):
+def make_feature_fn(params, batch_size: int, resize_to: int = fid_protocol.INPUT_SIZE,
+                    protocol: str = fid_protocol.DEFAULT_PROTOCOL):
   """Returns features(images uint8 [N, H, W, 3]) -> dict of numpy arrays (see FIDInceptionV3).
 
   Runs one jitted forward pass per batch of `batch_size` (the last batch is padded, so it
-  compiles once per image size).
+  compiles once per image size); `protocol` is the FID preprocessing (fid_protocol.py).
   """
-  module = FIDInceptionV3(resize_to=resize_to)
+  module = FIDInceptionV3(resize_to=resize_to, protocol=protocol)
   params = jax.device_put(params)
   forward = jax.jit(lambda p, x: module.apply({"params": p}, x))
 

@@ -1,5 +1,9 @@
 """Reference statistics for FID: npz files holding `mu` [2048] and `sigma` [2048, 2048].
 
+Ours (`save_stats`) also hold `protocol`, the FID preprocessing the statistics were computed with
+(grn_jax/evaluation/fid_protocol.py); the known public files below are all `torch_fidelity`
+(the TF1 FID graph), which `fid_protocol.REFERENCE_PROTOCOLS` records by file name.
+
 Known files (download them yourself; nothing is fetched at run time):
   * ADM / guided-diffusion reference batch, ImageNet 256 (keys mu, sigma, and the 10k reference
     images arr_0 used for precision/recall):
@@ -36,7 +40,8 @@ def _missing_message(path: str) -> str:
 
 
 def load_reference(path: str, need_images: bool = False) -> dict[str, np.ndarray]:
-  """Reads a reference npz -> dict(mu float64 [D], sigma float64 [D, D][, images uint8]).
+  """Reads a reference npz -> dict(mu float64 [D], sigma float64 [D, D][, protocol str]
+  [, images uint8]).
 
   Args:
     path: the npz (ADM reference batch, JiT / torch-fidelity stats, or our own `save_stats`).
@@ -51,6 +56,8 @@ def load_reference(path: str, need_images: bool = False) -> dict[str, np.ndarray
       raise KeyError(f"{path} holds keys {sorted(keys)}; FID statistics need 'mu' and 'sigma' "
                      "(ADM reference batches and torch-fidelity / JiT stats files have both).")
     out = dict(mu=np.asarray(data["mu"], np.float64), sigma=np.asarray(data["sigma"], np.float64))
+    if "protocol" in keys:
+      out["protocol"] = str(data["protocol"])
     if need_images:
       image_key = next((k for k in ("arr_0", "images") if k in keys), None)
       if image_key is None:
@@ -65,8 +72,20 @@ def load_reference(path: str, need_images: bool = False) -> dict[str, np.ndarray
   return out
 
 
-def save_stats(path: str, mu: np.ndarray, sigma: np.ndarray, **extra: np.ndarray) -> None:
-  """Writes mu/sigma (and extra arrays) in the same npz format."""
+def save_stats(path: str, mu: np.ndarray, sigma: np.ndarray, protocol: str | None = None,
+               **extra: np.ndarray) -> None:
+  """Writes mu/sigma (and extra arrays) in the same npz format.
+
+  Args:
+    path: the .npz to write.
+    mu, sigma: float [D], [D, D].
+    protocol: the FID protocol of the features (fid_protocol.PROTOCOLS), stored so that
+      `--protocol=auto` evaluations against this file use it; None for features of another
+      network (e.g. the digits demo's classifier).
+    **extra: more arrays to store.
+  """
   path = os.path.expanduser(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if protocol is not None:
+    extra["protocol"] = np.asarray(protocol)
   np.savez(path, mu=mu, sigma=sigma, **extra)

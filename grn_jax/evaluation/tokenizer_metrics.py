@@ -7,7 +7,8 @@ r"""Tokenizer reconstruction table: PSNR / SSIM (/ rFID) at full precision and H
 Images get the ADM center crop to config.data.image_size. The tokenizer is
 grn_jax.tokenizer_io.load_tokenizer(config.tokenizer). rFID joins the table when the FID
 Inception weights are available (--inception, config.eval.inception, $GRN_JAX_INCEPTION or
-~/.cache/grn_jax/).
+~/.cache/grn_jax/), preprocessed by config.eval.protocol (grn_jax/evaluation/fid_protocol.py;
+auto: torch_fidelity, the official protocol).
 """
 
 import json
@@ -24,6 +25,7 @@ from grn_jax import tokenizer_io
 from grn_jax.data import images as images_lib
 from grn_jax.data import tokenize_dataset
 from grn_jax.evaluation import EVAL_FIELDS
+from grn_jax.evaluation import fid_protocol
 from grn_jax.evaluation import inception
 from grn_jax.evaluation import recon
 
@@ -84,8 +86,9 @@ def main(argv) -> None:
   feature_fn = None
   if FLAGS.rfid:
     if inception.weights_available(inception_path):
+      protocol = fid_protocol.resolve_protocol(config.eval.protocol)
       feature_fn = inception.make_feature_fn(inception.load_params(inception_path),
-                                             FLAGS.batch_size)
+                                             FLAGS.batch_size, protocol=protocol)
     else:
       print("rFID skipped: no FID Inception weights at "
             f"{inception_path or inception.default_weights_path()} (see "

@@ -125,13 +125,14 @@ def read_png(path: str) -> tuple[np.ndarray, dict[str, float]]:
     return np.asarray(im.convert("RGB")), meta
 
 
-def _global_array(host: np.ndarray, mesh) -> jax.Array:
+def global_array(host: np.ndarray, mesh) -> jax.Array:
   """A batch-sharded global array from the same full host array on every process."""
   return jax.make_array_from_callback(host.shape, sharding.batch_sharding(mesh, host.ndim),
                                       lambda idx: host[idx])
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
+def to_host(x: jax.Array) -> np.ndarray:
+  """A global array as one numpy array on every process."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -206,10 +207,10 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
       idx = np.arange(first, first + batch_size)
       valid = idx < total
       conditions = family.conditions(np.minimum(idx, total - 1))
-      outputs = run(params, jax.tree.map(lambda x: _global_array(x, mesh), conditions),
-                    _global_array(idx.astype(np.int32), mesh), base_key, settings,
+      outputs = run(params, jax.tree.map(lambda x: global_array(x, mesh), conditions),
+                    global_array(idx.astype(np.int32), mesh), base_key, settings,
                     decode_params)
-      images, steps, nfe, entropy = (_to_host(x) for x in outputs)
+      images, steps, nfe, entropy = (to_host(x) for x in outputs)
       if owns_files:
         for i in np.flatnonzero(valid):
           index = int(idx[i])

@@ -35,6 +35,7 @@ from grn_jax import hbq
 from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.data import online_tokenizer
+from grn_jax.evaluation import online
 from grn_jax.data import pipeline
 from grn_jax.models import build_c2i
 from grn_jax.models import tokenizer as tokenizer_model
@@ -210,6 +211,26 @@ class C2ITask:
 
   def model_flops_per_example(self) -> float:
     return flops.c2i_train_flops_per_example(self.config.model)
+
+  def eval_hook(self, mesh: jax.sharding.Mesh) -> task_lib.EvalHook | None:
+    """FID (or a Frechet distance of config.eval.feature_net) of config.eval.num_samples
+    samples of config.sample.params, the same number of every class, every
+    train.eval_every_steps (if > 0); grn_jax/evaluation/online.py."""
+    config = self.config
+    if config.train.eval_every_steps <= 0:
+      return None
+    classes, count = int(config.model.num_classes), int(config.eval.num_samples)
+    if count <= 0 or count % classes:
+      raise ValueError(f"config.eval.num_samples={count} must be a positive multiple of the "
+                       f"{classes} classes (the same number of samples of every class).")
+    family_config = ml_collections.ConfigDict(config.to_dict())
+    family_config.sample.update(per_class=count // classes, num_images=-1)
+    family = c2i_sampling.C2IGeneration(family_config)
+    tok_module, tok_params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
+    evaluator = online.OnlineEvaluator.from_config(
+        config, family, tokenizer_io.TokenizerDecode(tok_module), tok_params, mesh,
+        class_labels=family.class_labels)
+    return lambda state: evaluator(sampling_params(state, config.sample.params))
 
   def sample_hook(self) -> task_lib.SampleHook | None:
     """A class grid of config.sample.params every train.sample_every_steps (if > 0)."""

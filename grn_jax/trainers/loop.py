@@ -26,7 +26,9 @@ for all:
     MFU to the clu writers (TensorBoard and a log line); the first non-finite loss or gradient
     norm stops the run at the next flush or save, naming its step and keeping the last good
     checkpoint;
-  * progress (clu ReportProgress) and an optional sampling hook every sample_every_steps.
+  * progress (clu ReportProgress), an optional sampling hook every sample_every_steps (images to
+    TensorBoard) and an optional evaluation hook every eval_every_steps and at the last step
+    (e.g. FID during training, grn_jax/evaluation/online.py: scalars to TensorBoard).
 
 Randomness: the step's key is fold_in(key(config.seed), step), so a resumed run draws the
 numbers of an uninterrupted one, and (partitionable threefry) the same on any mesh.
@@ -59,7 +61,8 @@ from grn_jax.trainers import state as state_lib
 # Signals that make the run save a checkpoint and stop.
 STOP_SIGNALS = (signal.SIGTERM,)
 
-# hook(step, scalars): after every step; `scalars` holds the metrics at the steps they are flushed.
+# hook(step, scalars): after every step; `scalars` holds the metrics at the steps they are flushed
+# and the evaluation's scalars (eval/...) at the steps it runs.
 Hook = Callable[[int, dict[str, float] | None], None]
 
 
@@ -332,15 +335,44 @@ class _Reporter:
     return scalars
 
 
+class _StepProfiler:
+  """A jax.profiler trace of `num_steps` steps from step `first`, in workdir/plugins/profile/
+  (TensorBoard's Profile tab: `tensorboard --logdir=WORKDIR`)."""
+
+  def __init__(self, workdir: str, num_steps: int, first: int):
+    self.workdir, self.first, self.last = workdir, first, first + num_steps
+    self.enabled, self.running = num_steps > 0, False
+
+  def before_step(self, step: int) -> None:
+    if self.enabled and step == self.first:
+      jax.profiler.start_trace(self.workdir)
+      self.running = True
+
+  def after_step(self, step: int, state: Any) -> None:
+    if self.running and step >= self.last:
+      self.stop(state)
+
+  def stop(self, state: Any) -> None:
+    if self.running:
+      jax.block_until_ready(state)  # the traced steps' device work ends inside the trace
+      jax.profiler.stop_trace()
+      self.running = False
+      logging.info("profile of steps %d-%d written to %s/plugins/profile (TensorBoard: "
+                   "Profile tab).", self.first + 1, self.last, self.workdir)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, *,
-          hooks: Sequence[Hook] = ()) -> state_lib.TrainState:
+          hooks: Sequence[Hook] = (), profile_steps: int = 0) -> state_lib.TrainState:
   """Trains the task of config.task; returns the final TrainState.
 
   Args:
     config: a whole config of a registered task (checked first).
     workdir: checkpoints (workdir/checkpoints), TensorBoard events; resumes from it.
     dataset: in-memory data for config.data.source == 'arrays' (its form is the task's).
-    hooks: called as hook(step, scalars) after every step (e.g. a progress bar).
+    hooks: called as hook(step, scalars) after every step (e.g. a progress bar); scalars are
+      None, or the flushed metrics and/or the evaluation's scalars of that step.
+    profile_steps: > 0 traces that many steps (from the second step of this run) with
+      jax.profiler into workdir/plugins/profile, viewable in TensorBoard (--profile_steps).
   """
   task = task_lib.make_task(config)
   train_cfg = config.train
@@ -362,20 +394,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
   step_fn = program.compile()
   prepare = task.make_prepare(mesh, program.batch_shardings)
   sample_fn = task.sample_hook()
+  eval_fn = task.eval_hook(mesh)
   reporter = _Reporter(config, task, workdir, step_fn, mesh, step, num_steps,
                        fresh=last_saved is None)
   config_dict = checkpointing.config_to_dict(config)
   metrics = program.empty_metrics()
+  profiler = _StepProfiler(workdir, profile_steps, first=step + 1)
   logging.info("Training %s steps %d -> %d, global batch %d, %d devices, %d processes.",
                config.task, step, num_steps, train_cfg.global_batch_size, jax.device_count(),
                jax.process_count())
   try:
     with _StopSignals() as stop_signals:
       while step < num_steps:
+        profiler.before_step(step)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = prepare(next(data_iter))
           state, metrics = step_fn(state, batch, metrics)
         step += 1
+        profiler.after_step(step, state)
         reporter.progress(step)
         stop = stop_signals.received or (jax.process_count() > 1 and
                                          ckpt.reached_preemption(step))
@@ -386,13 +422,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
           metrics = program.empty_metrics()
         save = step % train_cfg.checkpoint_every_steps == 0 or is_last or stop
         sample = sample_fn is not None and step % train_cfg.sample_every_steps == 0
-        if (save or sample) and scalars is None:
+        evaluate = eval_fn is not None and (step % train_cfg.eval_every_steps == 0 or is_last)
+        if (save or sample or evaluate) and scalars is None:
           _check_finite(jax.device_get(metrics.nonfinite), last_saved)
         if save:
           ckpt.save(step, state, data_iter.get_state(), config_dict)
           last_saved = step
         if sample:
           reporter.writer.write_images(step, sample_fn(state, batch))
+        if evaluate:
+          eval_scalars = eval_fn(state)
+          reporter.writer.write_scalars(step, eval_scalars)
+          logging.info("step %d evaluation: %s", step, eval_scalars)
+          scalars = {**(scalars or {}), **eval_scalars}
         for hook in hooks:
           hook(step, scalars)
         if stop:
@@ -400,6 +442,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
           break
   finally:
     # Also on errors (NaN, interrupts): finish the pending async save of the last good state.
+    profiler.stop(state)
     ckpt.close()
     reporter.writer.flush()
   return state

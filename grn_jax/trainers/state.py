@@ -30,7 +30,8 @@ from grn_jax import config_check
 
 TRAIN_FIELDS = ("global_batch_size", "num_epochs", "total_steps", "train_examples", "ema_decays",
                 "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                "async_checkpointing", "init_from", "sample_every_steps", "peak_flops_per_device")
+                "async_checkpointing", "init_from", "sample_every_steps", "eval_every_steps",
+                "peak_flops_per_device")
 OPTIM_FIELDS = ("blr", "lr_scaling", "b1", "b2", "weight_decay", "grad_clip_norm", "schedule",
                 "warmup_epochs", "warmup_steps", "min_lr", "eps")
 SCHEDULES = ("constant", "cosine")

@@ -90,9 +90,10 @@ def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[
   if c.keep_shift <= 0:
     raise ValueError(f"config.corruption.keep_shift must be > 0 (1 = no shift), got "
                      f"{c.keep_shift}.")
-  if config.train.sample_every_steps > 0:
-    raise ValueError("config.train.sample_every_steps must be 0 for T2I/T2V training: sample a "
-                     "checkpoint with the T2I/T2V sampler instead.")
+  for name in ("sample_every_steps", "eval_every_steps"):
+    if config.train[name] > 0:
+      raise ValueError(f"config.train.{name} must be 0 for T2I/T2V training (no training-time "
+                       "sampling or FID yet): sample a checkpoint with --mode=t2i|t2v instead.")
 
 
 def shift_keep_ratio(pt: jnp.ndarray, alpha: float) -> jnp.ndarray:
@@ -261,3 +262,7 @@ class T2IVTask:
 
   def sample_hook(self) -> None:
     return None
+
+  def eval_hook(self, mesh: jax.sharding.Mesh) -> None:
+    del mesh
+    return None  # train.eval_every_steps is 0 (validate_config)

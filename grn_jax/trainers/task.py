@@ -5,7 +5,7 @@
 A family's task (grn_jax/trainers/c2i.py, tokenizer.py, t2iv.py) is a class built from the whole config
 that says how to init the params, the pure loss, the step's batch (shapes, dtypes and logical
 axes), the input iterator, how a host batch becomes the global device batch, its metrics and
-its sampling hook. grn_jax/trainers/loop.py does everything else, the same for every family.
+its sampling and evaluation hooks. grn_jax/trainers/loop.py does everything else, the same for every family.
 """
 
 import importlib
@@ -29,6 +29,7 @@ TASKS = {
 
 BatchSpec = dict[str, tuple[jax.ShapeDtypeStruct, tuple[str | None, ...]]]
 SampleHook = Callable[[state_lib.TrainState, dict[str, jax.Array]], dict[str, np.ndarray]]
+EvalHook = Callable[[state_lib.TrainState], dict[str, float]]
 
 
 class Task(Protocol):
@@ -66,6 +67,10 @@ class Task(Protocol):
 
   def sample_hook(self) -> SampleHook | None:
     """(state, device batch) -> images to write, or None for no sampling."""
+
+  def eval_hook(self, mesh: jax.sharding.Mesh) -> EvalHook | None:
+    """state -> evaluation scalars (e.g. eval/fid), or None when train.eval_every_steps <= 0;
+    built (weights and reference files read) before the first step."""
 
 
 def task_class(name: str) -> type:

@@ -153,6 +153,16 @@ class TokenizerTask:
   def model_flops_per_example(self) -> None:
     return None  # the compiler's count of the step (no scanned loops here)
 
+  def eval_hook(self, mesh: jax.sharding.Mesh) -> task_lib.EvalHook | None:
+    """None: the tokenizer's evaluation is the reconstruction table (rFID, PSNR, SSIM) of
+    `python -m grn_jax.evaluation.tokenizer_metrics`, not a training-time hook."""
+    del mesh
+    if self.config.train.eval_every_steps > 0:
+      raise ValueError("config.train.eval_every_steps > 0: the tokenizer task has no "
+                       "training-time evaluation; set it to 0 and run python -m "
+                       "grn_jax.evaluation.tokenizer_metrics on a checkpoint.")
+    return None
+
   def sample_hook(self) -> task_lib.SampleHook | None:
     """Every train.sample_every_steps (if > 0): the batch's first images (left) next to their
     HBQ reconstructions (right), uint8 [n, S, 2 S, 3]."""

@@ -110,7 +110,7 @@ def test_missing_file_and_offline_hub_errors(monkeypatch):
 def test_cli_convert_writes_params_that_restore_and_run(tmp_path):
   torch = pytest.importorskip("torch")
   from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from grn_jax.convert import __main__ as cli  # pylint: disable=g-import-not-at-top
+  from grn_jax.convert import files as cli  # pylint: disable=g-import-not-at-top
   config = c2i_configs.get_config("variant=tiny")
   sd = helpers.random_state_dict(config.model)
   src = tmp_path / "GRN_tiny.pth"

@@ -116,7 +116,7 @@ def test_torch_tensors_of_any_dtype_are_accepted():
 def test_cli_converts_a_flat_state_dict(tmp_path, monkeypatch):
   torch = pytest.importorskip("torch")
   from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from grn_jax.convert import __main__ as cli  # pylint: disable=g-import-not-at-top
+  from grn_jax.convert import files as cli  # pylint: disable=g-import-not-at-top
   config = t2iv_configs.get_config("variant=tiny")
   sd = random_state_dict(config.model)
   src = tmp_path / "GRN_T2I_tiny.pth"

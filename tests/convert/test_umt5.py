@@ -18,7 +18,7 @@ from grn_jax import checkpointing
 from grn_jax import models
 from grn_jax import sharding
 from grn_jax import text
-from grn_jax.convert import __main__ as convert_cli
+from grn_jax.convert import files as convert_cli
 from grn_jax.convert import common
 from grn_jax.convert import umt5 as umt5_convert
 from tests.models import test_umt5 as model_tests

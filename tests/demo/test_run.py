@@ -47,9 +47,23 @@ def test_demo_writes_samples_grid_and_animation(demo_run):
   for name in ("reconstructions", "fixed", "adaptive"):
     assert saved[name]["within_class_diversity"] >= 0.0
     assert 1.0 < saved[name]["real_within_class_diversity"] < 8.0
+  # FID during training: the loop's evaluation at the last step sampled the same images as the
+  # fixed-step samples (same params, indices and seed), its in-program classifier features give
+  # the offline evaluation's Frechet distance and accuracy.
+  curve = summary["online_evaluation"]
+  assert [e["step"] for e in curve] == [config.train.total_steps]
+  assert curve[0]["eval/num_samples"] == 10 * per_class
+  fixed = summary["evaluation"]["fixed"]
+  np.testing.assert_allclose(curve[0]["eval/frechet_distance"], fixed["frechet_distance"],
+                             rtol=1e-3)
+  assert curve[0]["eval/accuracy"] == fixed["accuracy"]
+  for name in ("digits_classifier.npz", "digits_reference.npz"):
+    assert os.path.exists(os.path.join(workdir, "eval", name)), name
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
   text = demo_run_module.format_summary(summary)
   assert text.count("within-class diversity") == 4   # 3 sample sets + the real digits
   assert "stage timings:" in text and "grn " in text
+  assert "during training (step: Frechet distance of 20 samples): 3: " in text
 
 
 def test_demo_resumes_from_its_workdir(demo_run):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from grn_jax.convert import common
+from grn_jax.evaluation import fid_protocol
 from grn_jax.evaluation import inception
 
 
@@ -98,9 +99,9 @@ def test_features_small_input_deterministic_and_batch_independent(params):
   np.testing.assert_allclose(as_float["pool"], out["pool"], rtol=1e-4, atol=1e-4)
 
 
-def test_preprocess_matches_bilinear_half_pixel():
+def test_pytorch_fid_protocol_is_bilinear_half_pixel():
   # 2x upsampling of a 2-pixel ramp with align_corners=False: [0, .25, .75, 1] of the range.
   img = np.zeros((1, 2, 2, 3), np.float32)
   img[:, :, 1] = 1.0
-  out = np.asarray(inception.preprocess(img, resize_to=4))
+  out = np.asarray(fid_protocol.preprocess(img, resize_to=4, protocol=fid_protocol.PYTORCH_FID))
   np.testing.assert_allclose(out[0, 0, :, 0], 2 * np.array([0, 0.25, 0.75, 1.0]) - 1, atol=1e-6)

@@ -112,3 +112,12 @@ def test_one_step_on_synthetic_labels_matches_the_loss_by_hand():
   _, scalars, _ = _step(program, program.compile(), state, batch)
   np.testing.assert_allclose(scalars["loss"], float(want), rtol=1e-6)
   np.testing.assert_allclose(scalars["accuracy"], float(outputs["accuracy"]), rtol=1e-6)
+
+
+def test_eval_needs_a_balanced_sample_count():
+  config = c2i_configs.get_config("variant=tiny")
+  assert c2i.C2ITask(config).eval_hook(mesh=None) is None
+  config.train.eval_every_steps = 5
+  config.eval.num_samples = 15
+  with pytest.raises(ValueError, match="num_samples=15 must be a positive multiple of the 10"):
+    c2i.C2ITask(config).eval_hook(mesh=None)

@@ -185,3 +185,10 @@ def test_unknown_task_and_bad_configs_fail_at_start(tmp_path):
   with pytest.raises(ValueError, match=r"config.train: .*unknown fields \['bogus'\]"):
     loop.train(config, str(tmp_path / "d"))
   assert not any((tmp_path / name).exists() for name in "tabcd")
+
+
+def test_profile_steps_writes_a_tensorboard_trace(tmp_path):
+  workdir = tmp_path / "run"
+  loop.train(_config(3), str(workdir), profile_steps=1)
+  traces = list((workdir / "plugins" / "profile").glob("*/*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0

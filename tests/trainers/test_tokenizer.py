@@ -120,3 +120,11 @@ def test_tokenizer_config_is_validated(tmp_path):
   with pytest.raises(ValueError, match=r"float dataset images must lie in \[-1, 1\]"):
     loop.train(config, str(tmp_path / "run"), dataset=_images() * 2)
   assert not (tmp_path / "run").exists()
+
+
+def test_no_training_time_evaluation():
+  config = tokenizer_configs.get_config("variant=tiny")
+  assert tokenizer_task.TokenizerTask(config).eval_hook(mesh=None) is None
+  config.train.eval_every_steps = 10
+  with pytest.raises(ValueError, match="eval_every_steps > 0: the tokenizer task has no"):
+    tokenizer_task.TokenizerTask(config).eval_hook(mesh=None)
