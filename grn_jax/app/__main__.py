@@ -62,5 +62,10 @@ def main(argv):
                                                    server_port=FLAGS.port)
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
+  """Console script `grn-app` (= python -m grn_jax.app)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()
