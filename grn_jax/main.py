@@ -21,6 +21,8 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from grn_jax import platform
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                 lock_config=True)
@@ -84,6 +86,7 @@ def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  platform.configure_xla()  # before jax starts a backend
   if FLAGS.distributed:
     jax.distributed.initialize()
   run(FLAGS.mode, FLAGS.config, FLAGS.workdir)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from grn_jax import flops
+from grn_jax import platform
 from grn_jax.benchmarks import sampler
 from grn_jax.benchmarks import tokenizer
 from grn_jax.benchmarks import train_step
@@ -93,4 +94,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform.configure_xla()  # before jax starts a backend
   app.run(main)

@@ -32,6 +32,7 @@ import numpy as np
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
 from grn_jax import hbq
+from grn_jax import platform
 from grn_jax.benchmarks import official
 from grn_jax.models import build_c2i
 from grn_jax.sampling import c2i
@@ -221,5 +222,6 @@ def main(argv):
           f"{per_step * steps:.1f} s for {steps} steps; ours {ours}")
 
 if __name__ == "__main__":
+  platform.configure_xla()  # before jax starts a backend
   define_flags()
   app.run(main)

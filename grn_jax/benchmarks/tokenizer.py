@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from configs import tokenizer as tokenizer_configs
+from grn_jax import platform
 from grn_jax.benchmarks import official
 from grn_jax.models import build_tokenizer
 
@@ -187,5 +188,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform.configure_xla()  # before jax starts a backend
   define_flags()
   app.run(main)
