@@ -185,6 +185,14 @@ def _check_inputs(spec: SamplerSpec, keys, fixed_labels, fixed_mask, replay, set
                        f"every step), got shape {settings.keep_table.shape}.")
 
 
+def resolve_batching(spec: SamplerSpec) -> str:
+  """The guidance batching a sampler of `spec` runs: 'doubled' or 'sequential' ('auto':
+  sequential on CPU, doubled on accelerators)."""
+  if spec.guidance_batching != "auto":
+    return spec.guidance_batching
+  return "sequential" if jax.default_backend() == "cpu" else "doubled"
+
+
 def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
                  decode_fn: Callable[[Any, jax.Array], jax.Array] | None = None
                  ) -> Callable[..., SampleOutput]:
@@ -203,9 +211,7 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
   schedule = spec.schedule
   concat = spec.concat_conditions or concat_leaves
 
-  batching = spec.guidance_batching
-  if batching == "auto":
-    batching = "sequential" if jax.default_backend() == "cpu" else "doubled"
+  batching = resolve_batching(spec)
 
   def guide(cond_logits, uncond_logits, t, settings):
     return guidance.combine(cond_logits, uncond_logits, t, settings.cfg_scale, settings.cfg_low,
