@@ -29,6 +29,8 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from grn_jax import platform
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
                                 lock_config=True)
@@ -124,6 +126,7 @@ def run_prompt_mode(mode: str, config: ml_collections.ConfigDict, workdir: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  platform.configure_xla()  # before jax starts a backend
   if FLAGS.distributed:
     jax.distributed.initialize()
   # pylint: disable=g-import-not-at-top

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from grn_jax import flops
+from grn_jax import platform
 
 
 def define_flags() -> None:
@@ -28,5 +29,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform.configure_xla()  # before jax starts a backend
   define_flags()
   app.run(main)

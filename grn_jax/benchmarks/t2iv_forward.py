@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import t2iv as t2iv_configs
+from grn_jax import platform
 from grn_jax import resolution
 from grn_jax.benchmarks import official
 from grn_jax.models import build_t2iv, grn_t2iv
@@ -331,5 +332,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform.configure_xla()  # before jax starts a backend
   define_flags()
   app.run(main)

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from configs import tokenizer as tokenizer_configs
+from grn_jax import platform
 from grn_jax.benchmarks import official
 from grn_jax.models import build_tokenizer
 
@@ -114,22 +115,6 @@ def time_official(repo: str, case: str, params, x, repeats: int) -> dict:
   return dict(encode=enc_s, decode=dec_s, z=z, recon=recon)
 
 
-def benchmark_rows(batch: int = 1, dtype: str = "float32", repeats: int = 2,
-                   cases=("image16",)) -> list[dict]:
-  """Rows for `python -m grn_jax.benchmarks` (batch is fixed at 1 here)."""
-  del batch
-  rows = []
-  for case in cases:
-    r = time_ours(case, repeats, dtype)
-    what = "image 256^2" if case == "image16" else "17x256^2 clip"
-    unit = "images" if r["x"].ndim == 4 else "clips"
-    latent_dim = released_config(case).latent_dim
-    for stage in ("encode", "decode"):
-      rows.append(dict(name=f"tokenizer {stage}, {what} (d={latent_dim})",
-                       seconds=r[stage], items=1, unit=unit, flops=0.0))
-  return rows
-
-
 # name: (tokenizer variant, latent shape [B, (T,) h, w, d], tokenizer overrides)
 AOT_CASES = {
     "image 1024^2 (d=16), whole": ("image16", (1, 64, 64, 16), {}),
@@ -187,5 +172,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform.configure_xla()  # before jax starts a backend
   define_flags()
   app.run(main)

@@ -28,6 +28,7 @@ import numpy as np
 from configs import c2i as c2i_configs
 from grn_jax import flops
 from grn_jax import hbq
+from grn_jax import platform
 from grn_jax import sharding
 from grn_jax.benchmarks import official
 from grn_jax.data import pipeline
@@ -207,5 +208,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  platform.configure_xla()  # before jax starts a backend
   define_flags()
   app.run(main)

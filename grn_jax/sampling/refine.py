@@ -5,7 +5,7 @@ The loop, per row of the batch (official C2I loop, GRN-SPEC §F.1; T2I/T2V §F.2
   for i in 0 .. S-1:
     t = the keep ratio fed to the model: the schedule's t(u_i) ('nominal'), or the fraction of
         labels step i - 1 kept ('realised', official T2I/T2V; 0 at the first step)
-    logits = guidance(net(z, t, cond), net(z, t, uncond))       # guidance by batch doubling
+    logits = guidance(net(z, t, cond), net(z, t, uncond))       # two passes or one doubled
     pred ~ Categorical(softmax(logits / temperature))            # sampled, never argmax
     keep ~ Bernoulli(t_next) per label                           # or: most confident (MaskGIT)
     z = where(keep, pred, R)                                     # put back the ORIGINAL R
@@ -16,9 +16,12 @@ keep ratios, schedules, guidance, budgets, keep modes and traces. What the model
 on is the family adapter's business: `cond` and its unconditional counterpart `uncond` are
 pytrees that the loop hands to `apply_fn` and, for the doubled batch, concatenates.
 
-The unconditional half of the doubled batch is only computed when some unfinished row needs
-guidance at its current keep ratio (`lax.cond` between a doubled and a conditional-only
-forward); with the official C2I interval (0.44, 1.0) that saves 23 of 50 unconditional passes.
+The unconditional pass is only computed when some unfinished row needs guidance at its current
+keep ratio; with the official C2I interval (0.44, 1.0) that saves 23 of 50 unconditional passes.
+`spec.guidance_batching` says how the two passes run: 'doubled' (accelerators) is one forward of
+the doubled batch, with a `lax.cond` between it and a conditional-only forward; 'sequential'
+(CPU) is a `fori_loop` of one or two batch-B forwards through one compiled model body, because
+a CPU forward of 2B rows costs more than two of B rows (GRN-B: 2.5x one of B at batch 8).
 
 Fixed labels (`fixed_labels`, `fixed_mask`): every step's input and prediction hold the given
 labels where the mask is set (image-to-video, inpainting, outpainting, video continuation);
@@ -182,6 +185,14 @@ def _check_inputs(spec: SamplerSpec, keys, fixed_labels, fixed_mask, replay, set
                        f"every step), got shape {settings.keep_table.shape}.")
 
 
+def resolve_batching(spec: SamplerSpec) -> str:
+  """The guidance batching a sampler of `spec` runs: 'doubled' or 'sequential' ('auto':
+  sequential on CPU, doubled on accelerators)."""
+  if spec.guidance_batching != "auto":
+    return spec.guidance_batching
+  return "sequential" if jax.default_backend() == "cpu" else "doubled"
+
+
 def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
                  decode_fn: Callable[[Any, jax.Array], jax.Array] | None = None
                  ) -> Callable[..., SampleOutput]:
@@ -200,24 +211,54 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
   schedule = spec.schedule
   concat = spec.concat_conditions or concat_leaves
 
-  def forward(params, labels, t, cond, uncond, need_cfg, settings):
-    """(cond logits, guided logits, passes); the unconditional half only when needed."""
+  batching = resolve_batching(spec)
+
+  def guide(cond_logits, uncond_logits, t, settings):
+    return guidance.combine(cond_logits, uncond_logits, t, settings.cfg_scale, settings.cfg_low,
+                            settings.cfg_high, spec.guidance)
+
+  def doubled_forward(params, labels, t, cond, uncond, any_cfg, settings):
+    """The unconditional half of one doubled-batch forward, only when any_cfg."""
     batch = labels.shape[0]
 
     def doubled(_):
       both = apply_fn(params, jnp.concatenate([labels, labels]), jnp.concatenate([t, t]),
                       concat(cond, uncond))
       cond_logits, uncond_logits = both[:batch], both[batch:]
-      guided = guidance.combine(cond_logits, uncond_logits, t, settings.cfg_scale,
-                                settings.cfg_low, settings.cfg_high, spec.guidance)
-      return cond_logits.astype(jnp.float32), guided.astype(jnp.float32)
+      return (cond_logits.astype(jnp.float32),
+              guide(cond_logits, uncond_logits, t, settings).astype(jnp.float32))
 
     def cond_only(_):
       cond_logits = apply_fn(params, labels, t, cond).astype(jnp.float32)
       return cond_logits, cond_logits
 
+    return jax.lax.cond(any_cfg, doubled, cond_only, None)
+
+  def sequential_forward(params, labels, t, cond, uncond, any_cfg, settings):
+    """Two batch-B passes (the second only when any_cfg) through one compiled model body."""
+    try:
+      conds = jax.tree.map(lambda a, b: jnp.stack([a, b]), cond, uncond)
+    except (TypeError, ValueError) as e:
+      raise ValueError("guidance_batching='sequential' stacks cond and uncond, which must have "
+                       "the same structure and shapes; use guidance_batching='doubled' with "
+                       f"concat_conditions otherwise ({e}).") from e
+    logits = jax.eval_shape(apply_fn, params, labels, t, cond)
+
+    def one_pass(i, out):
+      return out.at[i].set(apply_fn(params, labels, t, jax.tree.map(lambda c: c[i], conds)))
+
+    out = jnp.zeros((2,) + logits.shape, logits.dtype)
+    out = jax.lax.fori_loop(0, jnp.where(any_cfg, 2, 1), one_pass, out)
+    cond_logits = out[0].astype(jnp.float32)
+    guided = jnp.where(any_cfg, guide(out[0], out[1], t, settings).astype(jnp.float32),
+                       cond_logits)
+    return cond_logits, guided
+
+  def forward(params, labels, t, cond, uncond, need_cfg, settings):
+    """(cond logits, guided logits, passes); the unconditional pass only when needed."""
     any_cfg = jnp.any(need_cfg)
-    cond_logits, guided = jax.lax.cond(any_cfg, doubled, cond_only, None)
+    run = sequential_forward if batching == "sequential" else doubled_forward
+    cond_logits, guided = run(params, labels, t, cond, uncond, any_cfg, settings)
     return cond_logits, guided, jnp.where(any_cfg, 2, 1).astype(jnp.int32)
 
   def scheduled(settings, step, total):

@@ -361,3 +361,22 @@ def test_keep_table_checks():
   with pytest.raises(ValueError, match="adaptive"):
     _sample(jax.jit(refine.make_sampler(model, adaptive)), [0], jax.random.key(0),
             SamplerSettings(keep_table=np.zeros(10, np.float32)))
+
+
+def test_sequential_and_doubled_guidance_batching_sample_the_same():
+  # Two batch-B passes through one model body (CPU default) and one doubled-batch pass give the
+  # same logits, hence the same labels and pass counts; uncond passes are skipped in both.
+  base = _spec(label_values=4, num_steps=5)
+  keys = jax.random.split(jax.random.key(7), 3)
+  cond, uncond = jnp.array([0.7, -0.2, 0.1]), jnp.zeros(3)
+  settings = SamplerSettings(cfg_scale=3.0, cfg_low=0.3, cfg_high=0.7)
+  outs = [jax.jit(refine.make_sampler(MixingModel(4), dataclasses.replace(
+      base, guidance_batching=batching)))(None, cond, uncond, keys, settings)
+          for batching in ("doubled", "sequential", "auto")]
+  for out in outs[1:]:
+    np.testing.assert_array_equal(out.labels, outs[0].labels)
+    np.testing.assert_array_equal(out.row_nfe, outs[0].row_nfe)
+    assert int(out.nfe) == int(outs[0].nfe)
+  assert 5 * 3 < int(outs[0].nfe) < 2 * 5 * 3  # some steps guided, some not
+  with pytest.raises(ValueError, match="guidance_batching"):
+    _spec(guidance_batching="twice")
