@@ -17,6 +17,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from grn_jax import platform
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A config file (with --checkpoint, "
                                 "--tokenizer); default: the workdir's saved config.",
@@ -35,6 +37,7 @@ flags.DEFINE_integer("scale", 0, "Nearest upscaling of the images shown (0: at l
 
 
 def main(argv):
+  platform.configure_xla()  # before jax starts a backend
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

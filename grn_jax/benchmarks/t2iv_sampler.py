@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from configs import t2iv as t2iv_configs
+from grn_jax import platform
 from grn_jax import resolution
 from grn_jax import tokenizer_io
 from grn_jax.evaluation import recon
@@ -169,6 +170,7 @@ def i2v_row(setup: Setup, pixels: str, num_steps: int, duration: float) -> dict:
 
 def main(argv) -> None:
   del argv
+  platform.configure_xla()  # before jax starts a backend
   setup = Setup(FLAGS.variant, FLAGS.batch, FLAGS.text_length)
   print(f"GRN {FLAGS.variant}, random weights, batch {FLAGS.batch}, {FLAGS.pixels}, "
         f"{jax.devices()[0].platform}")
