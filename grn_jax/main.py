@@ -12,7 +12,14 @@ tokenizer); sample and demo run the
 C2I family. `--mode` defaults to `config.mode`. `main(argv)` is importable from a notebook;
 `run(mode, config, workdir)` is the plain-Python form of the same thing. Both check every section
 of the config first, so an unknown or missing field fails at start-up, naming it.
+
+Exit status: 0 when the mode finished; EXIT_INTERRUPTED (75) when SIGTERM or SIGINT stopped
+it early after saving its work (training: a checkpoint; sampling: every finished image; run()
+raises grn_jax.preemption.Interrupted instead): running the same command again resumes; 1 for
+an error.
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -20,6 +27,8 @@ from absl import logging
 import jax
 import ml_collections
 from ml_collections import config_flags
+
+from grn_jax import preemption
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
@@ -62,7 +71,11 @@ def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) 
 
 
 def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
-  """Runs one mode (None: config.mode) on a config; returns what that mode returns."""
+  """Runs one mode (None: config.mode) on a config; returns what that mode returns.
+
+  Raises:
+    grn_jax.preemption.Interrupted: a stop signal ended the run early, after it saved its work.
+  """
   if mode is not None and mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; choose from {MODES}.")
   validate_config(config, mode)
@@ -71,7 +84,7 @@ def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str):
                jax.device_count(), jax.process_count())
   if mode == "train":
     from grn_jax.trainers import loop  # pylint: disable=g-import-not-at-top
-    return loop.train(config, workdir)
+    return loop.fit(config, workdir).raise_if_stopped(workdir)
   if mode == "sample":
     from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
     return generate.generate_to_workdir(config, workdir)
@@ -86,7 +99,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.distributed:
     jax.distributed.initialize()
-  run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  try:
+    run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+  except preemption.Interrupted as e:
+    logging.warning("%s", e)
+    print(f"grn_jax: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

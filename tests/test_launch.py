@@ -231,3 +231,17 @@ def test_shared_parser_switches_help_and_missing_subcommand():
   # Words after -- go to grn_jax.main untouched, flags of the script included.
   (cmd,), _ = dry_run("local.sh", "tiny", "--python=py", "--", "--workdir=x", "--bogus")
   assert cmd[-2:] == ["--workdir=x", "--bogus"] and flag(cmd[:-2], "workdir") == "workdir/tiny"
+
+
+def test_a_stopped_run_passes_exit_status_75_through_and_says_so(tmp_path):
+  fake_python = tmp_path / "py"
+  fake_python.write_text("#!/bin/sh\nexit 75\n")
+  fake_python.chmod(0o755)
+  proc = subprocess.run(["bash", str(LAUNCH / "local.sh"), "tiny", f"--python={fake_python}",
+                         f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 75
+  assert "stopped by a signal after saving its work (exit status 75)" in proc.stderr
+  fake_python.write_text("#!/bin/sh\nexit 3\n")
+  proc = subprocess.run(["bash", str(LAUNCH / "local.sh"), "tiny", f"--python={fake_python}",
+                         f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 3 and "stopped by a signal" not in proc.stderr

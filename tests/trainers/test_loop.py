@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
+from grn_jax import preemption
 from grn_jax import sharding
 from grn_jax.data import pipeline
 from grn_jax.trainers import c2i
@@ -74,6 +75,24 @@ def test_sigterm_and_resume_reproduce_the_uninterrupted_run(tmp_path, monkeypatc
   # The two EMAs (0.9999, 0.9996) are saved and differ.
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(saved["ema_params"][0]), jax.tree.leaves(saved["ema_params"][1])))
+
+
+def test_sigint_saves_and_stops_like_sigterm_and_the_result_says_so(tmp_path):
+  def ctrl_c_at_2(step, scalars):
+    del scalars
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  workdir = str(tmp_path / "run")
+  result = loop.fit(_config(8), workdir, hooks=[ctrl_c_at_2])
+  assert result.stopped_by == "SIGINT" and int(result.state.step) == 3
+  assert checkpointing.TrainCheckpointer(workdir).latest_step() == 3
+  with pytest.raises(preemption.Interrupted, match=r"checkpoint of step 3 saved\) stopped by "
+                                                   r"SIGINT; run the same command again"):
+    result.raise_if_stopped(workdir)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+  finished = loop.fit(_config(3), workdir)  # holds step 3 of 3: nothing to do, not a stop
+  assert finished.stopped_by is None and finished.raise_if_stopped(workdir) is finished.state
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
