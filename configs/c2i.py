@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       random_flip=True,           # image sources (before on-the-fly tokenization)
       num_workers=8,              # grain worker processes (0 = threads in process)
       synthetic_seed=0,           # source='synthetic': fixed class templates + 25% noise
+      max_bad_images=100,         # distinct unreadable images skipped before an error (-1: any)
   ))
   if tiny:
     config.data.update(source="synthetic", image_size=64, num_workers=0)

@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       random_flip=not tiny,
       num_workers=0 if tiny else 8,
       synthetic_seed=0,
+      max_bad_images=100,                      # unreadable images skipped before an error
   ))
   config.train = ml_collections.ConfigDict(dict(
       global_batch_size=8 if tiny else 64,

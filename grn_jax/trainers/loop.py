@@ -281,16 +281,17 @@ class _Reporter:
   def _restart(self, step: int) -> None:
     self.start_time, self.start_step = time.perf_counter(), step
 
-  def flush(self, step: int, metrics: metrics_lib.StepMetrics, last_saved: int | None
-            ) -> dict[str, float]:
-    """Writes the metrics accumulated since the last flush (after the finiteness check)."""
+  def flush(self, step: int, metrics: metrics_lib.StepMetrics, last_saved: int | None,
+            bad_images: int) -> dict[str, float]:
+    """Writes the metrics accumulated since the last flush (after the finiteness check) and
+    `bad_images`, the distinct unreadable training images skipped so far in this run."""
     host = jax.device_get(metrics)
     _check_finite(host.nonfinite, last_saved)
     rate = ((step - self.start_step) * self.batch_size /
             max(time.perf_counter() - self.start_time, 1e-9))
     scalars = host.scalars()
     scalars.update(examples_per_second=rate, tokens_per_second=rate * self.tokens,
-                   mfu=flops.mfu(rate, self.flops, self.peak))
+                   mfu=flops.mfu(rate, self.flops, self.peak), bad_images=float(bad_images))
     self.writer.write_scalars(step, scalars)
     self._restart(step)
     return scalars
@@ -381,7 +382,7 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, dataset: Any, hooks: S
       is_last = step == num_steps
       scalars = None
       if step % train_cfg.log_every_steps == 0 or is_last or stop:
-        scalars = reporter.flush(step, metrics, last_saved)
+        scalars = reporter.flush(step, metrics, last_saved, data_iter.bad_images)
         metrics = program.empty_metrics()
       save = step % train_cfg.checkpoint_every_steps == 0 or is_last or stop
       sample = sample_fn is not None and step % train_cfg.sample_every_steps == 0
