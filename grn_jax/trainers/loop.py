@@ -19,8 +19,8 @@ for all:
     checkpointed); the task's `prepare` makes the global device batch (e.g. HBQ labels from
     images through the frozen tokenizer);
   * Orbax checkpoints (state, EMAs, iterator state, config), async, keep the latest N; resume
-    from the workdir's latest checkpoint; save on SIGTERM or SIGINT (or a multi-host preemption
-    notice) and stop (grn_jax/preemption.py: `fit` says so, main exits with status 75);
+    from the workdir's newest intact checkpoint (damaged ones are moved aside); save on SIGTERM
+    or SIGINT (or a multi-host preemption notice) and stop (grn_jax/preemption.py: `fit` says so, main exits with status 75);
     `train.init_from` starts from a params directory;
   * metrics: clu.metrics Collections (the loop's loss, grad_norm and lr, plus the task's),
     accumulated inside the step, flushed every log_every_steps with examples/s, tokens/s and
@@ -231,12 +231,12 @@ def _check_finite(nonfinite: metrics_lib.FirstNonFinite, last_saved: int | None)
 def _restore_or_init(program: TrainProgram, ckpt: checkpointing.TrainCheckpointer,
                      data_iter: pipeline.TrainIterator, config: ml_collections.ConfigDict,
                      workdir: str) -> tuple[state_lib.TrainState, int | None]:
-  """(state, step of the checkpoint it came from or None): the latest checkpoint of the
+  """(state, step of the checkpoint it came from or None): the newest intact checkpoint of the
   workdir with its iterator state, else a new state (from train.init_from if set)."""
-  latest = ckpt.latest_step()
-  if latest is not None:
+  restored = ckpt.restore_latest(program.abstract_state)
+  if restored is not None:
+    latest, state, data_state = restored
     logging.info("Resuming from %s/checkpoints/%d.", workdir, latest)
-    state, data_state = ckpt.restore(latest, program.abstract_state)
     data_iter.set_state(data_state)
     return state, latest
   state = program.init()
