@@ -88,6 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       init_from="",               # Orbax {'params': ...} dir (converter output) to start from
       sample_every_steps=0,       # > 0: write grn_jax.sampling.sample_grid_fn grids
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
+      resume_allow_changes="",    # fields that may differ from the checkpoint's config ('*': any)
   ))
   if tiny:
     config.train.update(train_examples=256, num_epochs=8, log_every_steps=10,

@@ -83,6 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       init_from="",               # a converted tokenizer params dir, to fine-tune it
       sample_every_steps=0,       # > 0: write images next to their HBQ reconstructions
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
+      resume_allow_changes="",    # fields that may differ from the checkpoint's config ('*': any)
   ))
   config.optim = ml_collections.ConfigDict(dict(
       blr=0.064 if tiny else 1e-4,  # lr = blr * global_batch / 256

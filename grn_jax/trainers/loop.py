@@ -19,9 +19,10 @@ for all:
     checkpointed); the task's `prepare` makes the global device batch (e.g. HBQ labels from
     images through the frozen tokenizer);
   * Orbax checkpoints (state, EMAs, iterator state, config), async, keep the latest N; resume
-    from the workdir's newest intact checkpoint (damaged ones are moved aside); save on SIGTERM
-    or SIGINT (or a multi-host preemption notice) and stop (grn_jax/preemption.py: `fit` says so, main exits with status 75);
-    `train.init_from` starts from a params directory;
+    from the workdir's newest intact checkpoint (damaged ones are moved aside; the config is
+    compared with the stored one: trainers/resume.py); save on SIGTERM or SIGINT (or a
+    multi-host preemption notice) and stop (grn_jax/preemption.py: `fit` says so, main exits
+    with status 75); `train.init_from` starts from a params directory;
   * metrics: clu.metrics Collections (the loop's loss, grad_norm and lr, plus the task's),
     accumulated inside the step, flushed every log_every_steps with examples/s, tokens/s and
     MFU to the clu writers (TensorBoard and a log line); the first non-finite loss or gradient
@@ -52,6 +53,7 @@ from grn_jax import preemption
 from grn_jax import sharding
 from grn_jax.data import pipeline
 from grn_jax.trainers import metrics as metrics_lib
+from grn_jax.trainers import resume
 from grn_jax.trainers import task as task_lib
 from grn_jax.trainers import state as state_lib
 
@@ -232,7 +234,13 @@ def _restore_or_init(program: TrainProgram, ckpt: checkpointing.TrainCheckpointe
                      data_iter: pipeline.TrainIterator, config: ml_collections.ConfigDict,
                      workdir: str) -> tuple[state_lib.TrainState, int | None]:
   """(state, step of the checkpoint it came from or None): the newest intact checkpoint of the
-  workdir with its iterator state, else a new state (from train.init_from if set)."""
+  workdir with its iterator state (its config compared with this one, trainers/resume.py),
+  else a new state (from train.init_from if set)."""
+  stored = ckpt.newest_config()
+  if stored is not None:
+    resume.check_resume_config(stored[1], checkpointing.config_to_dict(config),
+                               config.train.resume_allow_changes,
+                               f"{workdir}/checkpoints/{stored[0]}")
   restored = ckpt.restore_latest(program.abstract_state)
   if restored is not None:
     latest, state, data_state = restored

@@ -28,7 +28,8 @@ from grn_jax import config_check
 
 TRAIN_FIELDS = ("global_batch_size", "num_epochs", "total_steps", "train_examples", "ema_decays",
                 "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                "async_checkpointing", "init_from", "sample_every_steps", "peak_flops_per_device")
+                "async_checkpointing", "init_from", "sample_every_steps", "peak_flops_per_device",
+                "resume_allow_changes")
 OPTIM_FIELDS = ("blr", "b1", "b2", "weight_decay", "grad_clip_norm", "schedule", "warmup_epochs",
                 "min_lr", "eps")
 SCHEDULES = ("constant", "cosine")

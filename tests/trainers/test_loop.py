@@ -17,6 +17,7 @@ from grn_jax import sharding
 from grn_jax.data import pipeline
 from grn_jax.trainers import c2i
 from grn_jax.trainers import loop
+from grn_jax.trainers import resume
 
 
 def _config(total_steps, **train_overrides):
@@ -204,3 +205,20 @@ def test_unknown_task_and_bad_configs_fail_at_start(tmp_path):
   with pytest.raises(ValueError, match=r"config.train: .*unknown fields \['bogus'\]"):
     loop.train(config, str(tmp_path / "d"))
   assert not any((tmp_path / name).exists() for name in "tabcd")
+
+
+def test_resume_names_every_changed_field_unless_allowed(tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train(_config(3), workdir)
+  changed = _config(3, global_batch_size=16)
+  changed.optim.blr = 0.125
+  with pytest.raises(resume.ResumeConfigError,
+                     match=r"optim.blr: [0-9.e-]+ -> 0.125; train.global_batch_size: 8 -> 16\. .*"
+                           r"resume_allow_changes=optim.blr,train.global_batch_size"):
+    loop.train(changed, workdir)
+  free = _config(3, log_every_steps=1, checkpoint_every_steps=1)  # cadence: free to change
+  free.mesh.update(data=4, fsdp=2)
+  assert int(loop.train(free, workdir).step) == 3
+  changed.train.resume_allow_changes = "optim.blr,train.global_batch_size"
+  assert int(loop.train(changed, workdir).step) == 3  # accepted explicitly: holds step 3 of 3
+  assert resume.config_changes({"a": 1}, {"a": 2}, allow="*") == []
