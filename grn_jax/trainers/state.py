@@ -64,6 +64,9 @@ def check_sections(config: ml_collections.ConfigDict) -> None:
   if train.global_batch_size < 1:
     raise ValueError(f"config.train.global_batch_size must be >= 1, got "
                      f"{train.global_batch_size}.")
+  if train.total_steps <= 0 and not train.num_epochs > 0:
+    raise ValueError(f"config.train.num_epochs={train.num_epochs} trains nothing: set it > 0 "
+                     "(or config.train.total_steps > 0).")
   decays = tuple(train.ema_decays)
   if any(not 0.0 <= d < 1.0 for d in decays):
     raise ValueError(f"config.train.ema_decays must be values in [0, 1), got {decays}.")
