@@ -80,7 +80,7 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
                    decode=(tokenizer_io.Uint8Decode(tokenizer_io.TokenizerDecode(tok_module)),
                            tok_params))
   np.testing.assert_array_equal(out.images, first["images"][:8])
-  assert summary_record_is_the_family_record(config, params)
+  assert summary_record_is_the_family_record(config, params, tok_params)
 
   # Kill-and-resume: indices 3.. are missing; the new batches (3..10, ...) hold other rows than
   # before, yet every index reproduces its image exactly.
@@ -96,7 +96,7 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
     assert sorted(data.files) == sorted(first)
     for k in first:
       np.testing.assert_array_equal(data[k], first[k])
-  summary = generate.generate(family, params, None, None, str(out_dir), **run_args(config))
+  summary = generate.generate(family, params, None, tok_params, str(out_dir), **run_args(config))
   assert summary["generated"] == 0  # complete: nothing to do
 
   # A rerun with other settings, counts or params is refused, naming what differs.
@@ -109,8 +109,10 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
       generate.generate(c2i.C2IGeneration(changed), params, None, None, str(out_dir),
                         **run_args(config))
   other = jax.tree.map(lambda x: x + 1, params)
-  with pytest.raises(generate.GenerationMismatchError, match=r"params: '[0-9a-f]+' -> "):
-    generate.generate(family, other, None, None, str(out_dir), **run_args(config))
+  with pytest.raises(generate.GenerationMismatchError, match=r"differing: params: '[0-9a-f]+' "):
+    generate.generate(family, other, None, tok_params, str(out_dir), **run_args(config))
+  with pytest.raises(generate.GenerationMismatchError, match=r"differing: decode_params: "):
+    generate.generate(family, params, None, other, str(out_dir), **run_args(config))
   assert sorted(os.listdir(out_dir)) == sorted(  # nothing touched
       [f"{i:06d}.png" for i in range(10)] + ["samples.npz", generate.RECORD_FILE])
 
@@ -120,13 +122,13 @@ def run_args(config):
               mesh=sharding.make_mesh(config.mesh), show_progress=False)
 
 
-def summary_record_is_the_family_record(config, params):
+def summary_record_is_the_family_record(config, params, tok_params):
   family = c2i.C2IGeneration(config)
-  summary = generate.generate(family, params, None, None, config.sample.output_dir,
+  summary = generate.generate(family, params, None, tok_params, config.sample.output_dir,
                               **run_args(config))  # complete: only the summary
-  return summary["record"] == dict(family.record(), seed=0,
-                                   params=generate.params_fingerprint(params)) \
-      and summary["generated"] == 0
+  return summary["record"] == dict(
+      family.record(), seed=0, params=generate.params_fingerprint(params),
+      decode_params=generate.params_fingerprint(tok_params)) and summary["generated"] == 0
 
 
 def test_generate_rejects_bad_batch_params_and_task(setup):
@@ -219,7 +221,8 @@ def test_the_core_serves_any_family(tmp_path):
   summary = generate.generate(family, None, pixel_decode, None, str(tmp_path), batch_size=8,
                               seed=5, mesh=mesh, show_progress=False)
   assert summary["generated"] == 11 and summary["record"] == dict(
-      task="counting", seed=5, params=generate.params_fingerprint(None))
+      task="counting", seed=5, params=generate.params_fingerprint(None),
+      decode_params=generate.params_fingerprint(None))
   generate.write_npz(str(tmp_path), str(tmp_path / "s.npz"), 11, family.npz_fields)
   with np.load(tmp_path / "s.npz") as data:
     assert sorted(data.files) == ["entropy", "group", "images", "nfe", "steps"]
