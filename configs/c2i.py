@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       random_flip=True,           # image sources (before on-the-fly tokenization)
       num_workers=8,              # grain worker processes (0 = threads in process)
       synthetic_seed=0,           # source='synthetic': fixed class templates + 25% noise
+      max_bad_images=100,         # distinct unreadable images skipped before an error (-1: any)
   ))
   if tiny:
     config.data.update(source="synthetic", image_size=64, num_workers=0)
@@ -88,6 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       sample_every_steps=0,       # > 0: write grn_jax.sampling.sample_grid_fn grids
       eval_every_steps=0,         # > 0: FID of config.eval.num_samples samples to TensorBoard
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
+      resume_allow_changes="",    # fields that may differ from the checkpoint's config ('*': any)
   ))
   if tiny:
     config.train.update(train_examples=256, num_epochs=8, log_every_steps=10,

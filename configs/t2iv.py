@@ -170,6 +170,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       init_from="",               # a converted checkpoint (python -m grn_jax.convert --kind=t2iv)
       sample_every_steps=0,       # must be 0: no training-time sampling or FID for T2I/T2V yet
       eval_every_steps=0,
+      resume_allow_changes="",    # fields that may differ from the checkpoint's config ('*': any)
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
   ))
   # Official: AdamW(0.9, 0.999), lr 2e-5 whatever the batch, weight decay 0.005 except 1-D

@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       random_flip=not tiny,
       num_workers=0 if tiny else 8,
       synthetic_seed=0,
+      max_bad_images=100,                      # unreadable images skipped before an error
   ))
   config.train = ml_collections.ConfigDict(dict(
       global_batch_size=8 if tiny else 64,
@@ -83,6 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       sample_every_steps=0,       # > 0: write images next to their HBQ reconstructions
       eval_every_steps=0,         # the tokenizer has no training-time evaluation (must be 0)
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
+      resume_allow_changes="",    # fields that may differ from the checkpoint's config ('*': any)
   ))
   config.optim = ml_collections.ConfigDict(dict(
       blr=0.064 if tiny else 1e-4,  # lr = blr * global_batch / 256

@@ -6,12 +6,19 @@ them.
 
 Training checkpoints (`TrainCheckpointer`) live in `workdir/checkpoints/<step>/` with three items:
 `state` (TrainState: params, optimizer, both EMAs, step), `data` (the grain iterator state, JSON)
-and `config` (JSON, for the record). Saving is asynchronous and keeps the latest N. Paths may be
-local or gs://.
+and `config` (JSON: resume compares it with the new config). Saving is asynchronous and keeps
+the latest N. Paths may be local or gs://.
+
+A damaged checkpoint (an item missing, a truncated or corrupt OCDBT file) is never silently
+used and never deleted: `restore_latest` falls back to the newest intact one, saying so, and
+moves the damaged ones to `workdir/checkpoints_damaged/<step>` (the resumed run saves those
+steps again).
 """
 
 import json
 from typing import Any
+
+from absl import logging
 
 from etils import epath
 import jax
@@ -60,9 +67,7 @@ def restore_params(path, abstract_params=None):
     raise FileNotFoundError(f"no params checkpoint at {path}; write one with "
                             "grn_jax.checkpointing.save_params or the converter CLI.")
   checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path)
-  tree = getattr(metadata, "item_metadata", None) or metadata
-  tree = getattr(tree, "tree", tree)
+  tree = _item_tree(path)
   if "params" not in tree:
     raise ValueError(f"{path} holds keys {sorted(tree)}, not a {{'params': ...}} checkpoint.")
   if abstract_params is None:
@@ -105,6 +110,35 @@ def _type_handlers():
   return ocp.type_handlers.create_type_handler_registry(*handlers)
 
 
+class DamagedCheckpointError(RuntimeError):
+  """No intact training checkpoint: every one in the workdir is damaged."""
+
+
+def _item_tree(path):
+  """The saved tree (metadata) of a PyTree item directory (FileNotFoundError if it is gone)."""
+  if not epath.Path(path).is_dir():
+    raise FileNotFoundError(f"the checkpoint item {path} is missing.")
+  metadata = ocp.PyTreeCheckpointer().metadata(path)
+  tree = getattr(metadata, "item_metadata", None) or metadata
+  tree = getattr(tree, "tree", tree)
+  if not jax.tree.leaves(tree):
+    raise FileNotFoundError(f"the checkpoint item {path} has no readable metadata.")
+  return tree
+
+
+def _check_state_fits(saved_tree, abstract_state, where) -> None:
+  """Raises ValueError unless the saved leaves have the shapes of the state's (as multisets:
+  the saved tree names its nodes differently from the state's dataclasses)."""
+  have = sorted(tuple(getattr(leaf, "shape", ())) for leaf in jax.tree.leaves(saved_tree))
+  want = sorted(tuple(leaf.shape) for leaf in jax.tree.leaves(abstract_state))
+  if have != want:
+    raise ValueError(
+        f"checkpoint {where} holds the state of another model ({len(have)} arrays, the model's "
+        f"state {len(want)}; shapes only in the checkpoint {sorted(set(have) - set(want))[:5]}, "
+        f"only in the model {sorted(set(want) - set(have))[:5]}). Train the changed model in a "
+        "new workdir (or start it from these params with config.train.init_from).")
+
+
 class TrainCheckpointer:
   """Orbax CheckpointManager for (train state, data iterator state, config)."""
 
@@ -120,6 +154,56 @@ class TrainCheckpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def newest_config(self) -> tuple[int, dict[str, Any]] | None:
+    """(step, config) of the newest checkpoint whose saved config is readable."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+      except (KeyError, ValueError, OSError):
+        continue
+      return step, restored.config
+    return None
+
+  def restore_latest(self, abstract_state) -> tuple[int, Any, dict[str, Any]] | None:
+    """(step, state, data iterator state) of the newest intact checkpoint; None if there are
+    none. Damaged newer ones are logged and moved aside (see the module docstring).
+
+    Raises:
+      DamagedCheckpointError: no checkpoint restores (they are all left in place).
+      ValueError: the newest restorable checkpoint holds arrays of other shapes (another model:
+        orbax would restore them into the new shapes without a word).
+    """
+    directory = epath.Path(self.manager.directory)
+    damaged = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        saved_tree = _item_tree(directory / str(step) / "state")
+        state, data = self.restore(step, abstract_state)
+      except (KeyError, ValueError, OSError) as e:
+        damaged.append((step, e))
+        continue
+      _check_state_fits(saved_tree, abstract_state, directory / str(step))
+      if damaged:
+        aside = directory.parent / "checkpoints_damaged"
+        aside.mkdir(parents=True, exist_ok=True)
+        for bad, error in damaged:
+          target = aside / str(bad)
+          while target.exists():
+            target = aside / f"{target.name}_"
+          (directory / str(bad)).rename(target)
+          logging.warning("Checkpoint %s is damaged (%s: %.300s); moved to %s. Resuming from "
+                          "the newest intact checkpoint, step %d.", directory / str(bad),
+                          type(error).__name__, error, target, step)
+        self.manager.reload()
+      return step, state, data
+    if damaged:
+      raise DamagedCheckpointError(
+          f"no checkpoint under {directory} restores (damaged, or of another model): " +
+          "; ".join(f"step {st}: {type(e).__name__}: {str(e)[:200]}" for st, e in damaged) +
+          ". Nothing was deleted; restore a copy, or train a changed model in a new workdir.")
+    return None
 
   def save(self, step: int, state, data_state: dict[str, Any], config_dict: dict[str, Any],
            force: bool = True) -> bool:
@@ -157,31 +241,45 @@ def config_to_dict(config) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort())
 
 
-def _checkpoint_dir(workdir, step: int | None) -> tuple[int, epath.Path]:
-  """(step, workdir/checkpoints/<step>): the given step, or the latest when None."""
-  directory = _abspath(workdir) / "checkpoints"
-  if step is None:
-    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.exists() \
-        else []
-    if not steps:
-      raise FileNotFoundError(f"no training checkpoint under {directory}.")
-    step = max(steps)
-  return step, directory / str(step)
+def _checkpoint_steps(directory) -> list[int]:
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.exists() \
+      else []
+  if not steps:
+    raise FileNotFoundError(f"no training checkpoint under {directory}.")
+  return sorted(steps)
 
 
 def load_train_config(workdir, step: int | None = None) -> tuple[int, dict[str, Any]]:
   """(step, the config dict saved with a training checkpoint); `step=None`: the latest."""
-  step, path = _checkpoint_dir(workdir, step)
-  return step, ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / "config")
+  directory = _abspath(workdir) / "checkpoints"
+  step = max(_checkpoint_steps(directory)) if step is None else step
+  return step, ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(directory / str(step) /
+                                                                    "config")
 
 
 def load_train_arrays(workdir, step: int | None = None) -> tuple[int, dict[str, Any]]:
-  """(step, the saved TrainState as a nested dict of numpy arrays), e.g. for comparisons and
-  export; `step=None` reads the latest checkpoint."""
-  step, path = _checkpoint_dir(workdir, step)
-  path = path / "state"
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path)
-  tree = getattr(metadata, "item_metadata", None) or metadata
-  tree = getattr(tree, "tree", tree)
-  return step, checkpointer.restore(path, restore_args=_numpy_restore_args(tree))
+  """(step, the saved TrainState as a nested dict of numpy arrays), e.g. for sampling,
+  comparisons and export; `step=None` reads the newest intact checkpoint (damaged newer ones
+  are skipped with a warning, never changed)."""
+  directory = _abspath(workdir) / "checkpoints"
+  if step is not None:
+    return step, _read_state(directory / str(step) / "state")
+  damaged = []
+  for step in sorted(_checkpoint_steps(directory), reverse=True):
+    try:
+      state = _read_state(directory / str(step) / "state")
+    except (KeyError, ValueError, OSError) as e:
+      logging.warning("Checkpoint %s is damaged (%s: %.300s); trying the one before.",
+                      directory / str(step), type(e).__name__, e)
+      damaged.append(step)
+      continue
+    if damaged:
+      logging.warning("Using checkpoint %s, the newest intact one (damaged: %s).",
+                      directory / str(step), damaged)
+    return step, state
+  raise DamagedCheckpointError(f"every checkpoint under {directory} is damaged ({damaged}).")
+
+
+def _read_state(path) -> dict[str, Any]:
+  tree = _item_tree(path)
+  return ocp.PyTreeCheckpointer().restore(path, restore_args=_numpy_restore_args(tree))

@@ -12,15 +12,21 @@ r"""grn_jax entry point.
   python -m grn_jax.main --config=... --workdir=DIR --profile_steps=5   # trace, TensorBoard
 
 `config.task` names the model family: --mode=train runs its task in the one training loop
-(grn_jax/trainers/loop.py; the TASKS registry of grn_jax/trainers/task.py knows c2i and
-tokenizer); sample and demo run the
-C2I family. `--mode` defaults to `config.mode`. `main(argv)` is importable from a notebook;
+(grn_jax/trainers/loop.py; the TASKS registry of grn_jax/trainers/task.py: c2i, tokenizer, t2i,
+t2v); sample and demo run the C2I family, t2i|t2v|i2v the T2I/T2V family. `--mode` defaults to `config.mode`. `main(argv)` is importable from a notebook;
 `run(mode, config, workdir)` is the plain-Python form of the same thing. Both check every section
 of the config first, so an unknown or missing field fails at start-up, naming it.
 `--pretrained=NAME` fetches a released model (and its tokenizer) into the user cache once and
 points the config at it (grn_jax/pretrained.py `apply_to_config`). The command line turns on
 the persistent compilation cache (grn_jax/user_cache.py).
+
+Exit status: 0 when the mode finished; EXIT_INTERRUPTED (75) when SIGTERM or SIGINT stopped
+it early after saving its work (training: a checkpoint; sampling: every finished image; run()
+raises grn_jax.preemption.Interrupted instead): running the same command again resumes; 1 for
+an error.
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -30,6 +36,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from grn_jax import platform
+from grn_jax import preemption
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
@@ -91,7 +98,10 @@ def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str,
         profile_steps: int = 0):
   """Runs one mode (None: config.mode) on a config; returns what that mode returns.
 
-  profile_steps > 0 (train only) traces that many steps with jax.profiler (loop.train).
+  profile_steps > 0 (train only) traces that many steps with jax.profiler (loop.fit).
+
+  Raises:
+    grn_jax.preemption.Interrupted: a stop signal ended the run early, after it saved its work.
   """
   if mode in PROMPT_MODES:
     if profile_steps > 0:
@@ -107,7 +117,7 @@ def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str,
                jax.device_count(), jax.process_count())
   if mode == "train":
     from grn_jax.trainers import loop  # pylint: disable=g-import-not-at-top
-    return loop.train(config, workdir, profile_steps=profile_steps)
+    return loop.fit(config, workdir, profile_steps=profile_steps).raise_if_stopped(workdir)
   if mode == "sample":
     from grn_jax.sampling import generate  # pylint: disable=g-import-not-at-top
     return generate.generate_to_workdir(config, workdir)
@@ -144,7 +154,12 @@ def main(argv):
     for line in pretrained.apply_to_config(config, FLAGS.pretrained, FLAGS.mode or config.mode,
                                            trust_pickle=FLAGS.trust_pickle):
       logging.info("--pretrained=%s: %s", FLAGS.pretrained, line)
-  run(FLAGS.mode, config, FLAGS.workdir, profile_steps=FLAGS.profile_steps)
+  try:
+    run(FLAGS.mode, config, FLAGS.workdir, profile_steps=FLAGS.profile_steps)
+  except preemption.Interrupted as e:
+    logging.warning("%s", e)
+    print(f"grn_jax: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 def run_cli() -> None:

@@ -113,11 +113,50 @@ def load_tokenizer(tokenizer_cfg: ml_collections.ConfigDict, seed: int = 0
                     "config.tokenizer.checkpoint=%r is ignored.", tokenizer_cfg.checkpoint)
     return module, random_params(module, seed)
   _check_params_dir(tokenizer_cfg.checkpoint)
-  return module, checkpointing.restore_params(tokenizer_cfg.checkpoint)
+  params = checkpointing.restore_params(tokenizer_cfg.checkpoint)
+  check_params(module, params, f"config.tokenizer.checkpoint={tokenizer_cfg.checkpoint!r}")
+  return module, params
+
+
+def check_params(module: nn.Module, params: Any, what: str) -> None:
+  """Raises ValueError unless params (the encoder's, the decoder's or both) fit the module:
+  e.g. a tokenizer of another latent width than config.tokenizer.latent_dim."""
+  images = jax.ShapeDtypeStruct((1, _INIT_IMAGE_SIZE, _INIT_IMAGE_SIZE, 3), jnp.float32)
+  abstract = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), images)["params"])
+  unknown = sorted(set(params) - set(abstract))
+  if unknown or not params:
+    raise ValueError(f"{what}: params hold {sorted(params)}, a tokenizer has {sorted(abstract)}.")
+  for part in params:
+    try:
+      checkpointing.check_tree_matches(params[part], abstract[part], what=f"{what} ({part})")
+    except ValueError as e:
+      raise ValueError(f"{e} Check config.tokenizer (latent_dim, dim, dec_dim, dim_mult) "
+                       "against the converted file.") from e
+
+
+def check_pixels(images) -> None:
+  """Raises ValueError for float images outside [-1, 1] or not finite (e.g. [0, 255] floats,
+  NaN) and TypeError for integer images other than uint8. Traced arrays (inside jit) are
+  checked for their dtype only."""
+  dtype = images.dtype
+  if jnp.issubdtype(dtype, jnp.integer) and dtype != jnp.uint8:
+    raise TypeError(f"images must be uint8 in [0, 255] or float in [-1, 1], got {dtype}.")
+  if dtype == jnp.uint8 or isinstance(images, jax.core.Tracer):
+    return
+  values = np.asarray(images)
+  if not np.isfinite(values).all():
+    raise ValueError(f"images hold {int((~np.isfinite(values)).sum())} NaN/inf values.")
+  low, high = float(values.min()), float(values.max())
+  if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:
+    hint = " (they look like [0, 255] pixels: pass uint8, or x / 127.5 - 1)" if high > 2 else ""
+    raise ValueError(f"float images must lie in [-1, 1], got [{low:g}, {high:g}]{hint}.")
 
 
 def encode_latents(module: nn.Module, params: Any, images: jax.Array) -> jax.Array:
-  """Images uint8 or float in [-1, 1], [B, (T,) H, W, 3] -> tanh latents [B, (T',) h, w, d]."""
+  """Images uint8 or float in [-1, 1], [B, (T,) H, W, 3] -> tanh latents [B, (T',) h, w, d].
+
+  Concrete images are checked first (check_pixels)."""
+  check_pixels(images)
   x = from_uint8(images) if images.dtype == jnp.uint8 else images.astype(jnp.float32)
   return module.apply({"params": params}, x, method="encode")
 
@@ -141,9 +180,16 @@ def decode_labels(module: nn.Module, params: Any, labels: jax.Array, hbq_rounds:
 
 
 def make_encode_fn(module: nn.Module, hbq_rounds: int, label_mode: str) -> Callable:
-  """jit((params, images uint8 or float in [-1, 1]) -> HBQ labels int32)."""
-  return jax.jit(lambda params, images: encode_labels(module, params, images, hbq_rounds,
-                                                      label_mode))
+  """jit((params, images uint8 or float in [-1, 1]) -> HBQ labels int32); the images are
+  checked (check_pixels) before the jitted call."""
+  encode = jax.jit(lambda params, images: encode_labels(module, params, images, hbq_rounds,
+                                                        label_mode))
+
+  def checked(params, images):
+    check_pixels(images)
+    return encode(params, images)
+
+  return checked
 
 
 def make_decode_fn(module: nn.Module, hbq_rounds: int, label_mode: str) -> Callable:

@@ -5,6 +5,11 @@
 # line starting with "+ ") and executes it unless --dry-run was given. Dry runs therefore show
 # exactly what a real run would issue; tests/test_launch.py parses those lines.
 #
+# Exit status: a failing command ends the script with the command's own status. Status 75
+# (EXIT_INTERRUPTED) means that grn_jax was stopped by SIGTERM or SIGINT after saving its work
+# (a checkpoint, or the finished samples): `run` says so, and running the same command again
+# resumes. 0 is success; anything else is an error.
+#
 # Argument parsing: a script declares its flags, then hands its arguments to `parse_args`:
 #   value_flag zone ZONE         --zone=VALUE or --zone VALUE sets $ZONE
 #   switch_flag spot SPOT        --spot sets $SPOT=1
@@ -26,12 +31,20 @@ die() {
   exit 2
 }
 
+EXIT_INTERRUPTED=75
+
 run() {
   printf '+'
   printf ' %q' "$@"
   printf '\n'
   if [[ "${DRY_RUN}" != 1 ]]; then
-    "$@"
+    local status=0
+    "$@" || status=$?
+    if ((status == EXIT_INTERRUPTED)); then
+      echo "stopped by a signal after saving its work (exit status ${status}); run the same" \
+           "command again to resume." >&2
+    fi
+    return "${status}"
   fi
 }
 

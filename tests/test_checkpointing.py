@@ -1,5 +1,7 @@
 """Orbax params directories (converter <-> init_from) and the training checkpoint manager."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,3 +67,68 @@ def test_train_checkpointer_keeps_latest_and_restores(tmp_path):
   assert checkpointing.load_train_config(tmp_path) == (4, {"seed": 0})
   with pytest.raises(FileNotFoundError, match="no training checkpoint"):
     checkpointing.load_train_config(tmp_path / "elsewhere")
+
+
+def _damage(step_dir, how):
+  """Damages the state item of a checkpoint directory in one of the ways a crash or a disk
+  leaves it: the item gone, its data files truncated or with a flipped byte, an empty manifest."""
+  files = sorted(p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d")
+  if how == "missing":
+    shutil.rmtree(step_dir / "state")
+  elif how == "truncated":
+    for f in files:
+      f.write_bytes(f.read_bytes()[:f.stat().st_size // 2])
+  elif how == "flipped":
+    for f in files:
+      data = bytearray(f.read_bytes())
+      data[len(data) // 2] ^= 0xFF
+      f.write_bytes(bytes(data))
+  elif how == "manifest":
+    for f in (step_dir / "state").rglob("manifest.ocdbt"):
+      f.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "flipped", "manifest"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, how, caplog):
+  state = {"w": jnp.arange(64.0), "step": jnp.int32(0)}
+  ckpt = checkpointing.TrainCheckpointer(tmp_path, async_save=False)
+  for step in (1, 2, 3):
+    ckpt.save(step, jax.tree.map(lambda x, s=step: x + s, state), {"next_index": step}, {})
+  ckpt.close()
+  _damage(tmp_path / "checkpoints" / "3", how)
+  step, arrays = checkpointing.load_train_arrays(tmp_path)  # sampling: reads, moves nothing
+  assert step == 2 and (tmp_path / "checkpoints" / "3").exists()
+  np.testing.assert_array_equal(arrays["w"], np.arange(64.0) + 2)
+  ckpt = checkpointing.TrainCheckpointer(tmp_path, async_save=False)
+  with caplog.at_level("WARNING"):
+    step, restored, data = ckpt.restore_latest(checkpointing.abstract_like(state))
+  assert step == 2 and data == {"next_index": 2}
+  np.testing.assert_array_equal(np.asarray(restored["w"]), np.arange(64.0) + 2)
+  assert any("is damaged" in r.getMessage() and "step 2" in r.getMessage()
+             for r in caplog.records)
+  # Nothing deleted: the damaged checkpoint is kept aside, the intact ones in place, and the
+  # resumed run can save step 3 again.
+  assert (tmp_path / "checkpoints_damaged" / "3").is_dir()
+  assert ckpt.manager.all_steps() == [1, 2]
+  ckpt.save(3, jax.tree.map(lambda x: x + 3, state), {"next_index": 3}, {})
+  ckpt.close()
+  assert checkpointing.load_train_arrays(tmp_path)[0] == 3
+
+
+def test_all_damaged_or_another_model_is_an_error_and_nothing_moves(tmp_path):
+  state = {"w": jnp.arange(64.0), "step": jnp.int32(0)}
+  ckpt = checkpointing.TrainCheckpointer(tmp_path, async_save=False)
+  ckpt.save(1, state, {}, {})
+  ckpt.close()
+  ckpt = checkpointing.TrainCheckpointer(tmp_path, async_save=False)
+  other = {"w": jax.ShapeDtypeStruct((65,), jnp.float32),
+           "step": jax.ShapeDtypeStruct((), jnp.int32)}
+  with pytest.raises(ValueError, match=r"another model .*only in the checkpoint \[\(64,\)\]"):
+    ckpt.restore_latest(other)  # orbax alone would restore (64,) into (65,) without a word
+  _damage(tmp_path / "checkpoints" / "1", "truncated")
+  with pytest.raises(checkpointing.DamagedCheckpointError,
+                     match="damaged, or of another model.*Nothing was deleted"):
+    ckpt.restore_latest(checkpointing.abstract_like(state))
+  ckpt.close()
+  assert (tmp_path / "checkpoints" / "1").is_dir()
+  assert not (tmp_path / "checkpoints_damaged").exists()

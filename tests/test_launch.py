@@ -279,3 +279,17 @@ def test_tpu_vm_t2i_pod_converts_prepares_and_trains_the_2b():
       section[leaf] = (value == "True") if isinstance(old, bool) else type(old)(value)
   grn_main.validate_config(config, "train")
   assert config.mesh.fsdp == -1 and config.mesh.data == 1
+
+
+def test_a_stopped_run_passes_exit_status_75_through_and_says_so(tmp_path):
+  fake_python = tmp_path / "py"
+  fake_python.write_text("#!/bin/sh\nexit 75\n")
+  fake_python.chmod(0o755)
+  proc = subprocess.run(["bash", str(LAUNCH / "local.sh"), "tiny", f"--python={fake_python}",
+                         f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 75
+  assert "stopped by a signal after saving its work (exit status 75)" in proc.stderr
+  fake_python.write_text("#!/bin/sh\nexit 3\n")
+  proc = subprocess.run(["bash", str(LAUNCH / "local.sh"), "tiny", f"--python={fake_python}",
+                         f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 3 and "stopped by a signal" not in proc.stderr

@@ -24,6 +24,12 @@ CHECKS = textwrap.dedent("""
     sampled_tokenizer.mode = "sample"
     bad_demo = demo.get_config("size=test")
     bad_demo.tokenizer_train.optim.blr = -1.0
+    gaps = {}
+    for section, field, value in (("model", "num_heads", 0), ("sample", "batch_size", 0),
+                                  ("train", "num_epochs", 0), ("sample", "cfg_scale", -1.0),
+                                  ("sample", "cfg_interval", (0.8, 0.2))):
+      gaps[f"{section}.{field}"] = c2i.get_config("variant=tiny")
+      gaps[f"{section}.{field}"][section][field] = value
     for name, config in [("c2i", c2i.get_config("variant=tiny")),
                          ("demo", demo.get_config("size=test")),
                          ("tokenizer", tokenizer.get_config("variant=tiny")),
@@ -31,7 +37,8 @@ CHECKS = textwrap.dedent("""
                          ("t2i", t2iv.get_config("variant=2B,task=t2i")),
                          ("t2v_tiny", t2iv.get_config("variant=tiny,task=t2v")),
                          ("bad_mode", bad_mode), ("bad_task", bad_task),
-                         ("sampled_tokenizer", sampled_tokenizer), ("bad_demo", bad_demo)]:
+                         ("sampled_tokenizer", sampled_tokenizer), ("bad_demo", bad_demo),
+                         *gaps.items()]:
       try:
         main.validate_config(config)
         print(name, "OK")
@@ -56,6 +63,13 @@ def test_validate_config_accepts_the_config_files_and_names_bad_task_and_mode():
                                         "config.task='tokenizer' only trains (--mode=train).")
   assert lines["bad_demo"].startswith("ERROR config.tokenizer_train (the demo's tokenizer run")
   assert lines["bad_demo"].endswith("config.optim.blr must be > 0, got -1.0.")
+  # Values that used to crash inside the code (ZeroDivisionError, grain) or run silently.
+  assert lines["model.num_heads"] == "ERROR config.model.num_heads must be >= 1, got 0."
+  assert lines["sample.batch_size"] == "ERROR config.sample.batch_size must be >= 1, got 0."
+  assert lines["train.num_epochs"].startswith("ERROR config.train.num_epochs=0 trains nothing")
+  assert lines["sample.cfg_scale"].startswith("ERROR config.sample.cfg_scale must be >= 0")
+  assert lines["sample.cfg_interval"].startswith(
+      "ERROR config.sample.cfg_interval=(0.8, 0.2) must satisfy low <= high <= 1")
 
 
 def test_unknown_command_line_field_fails_naming_it(tmp_path):

@@ -123,3 +123,21 @@ def test_params_dir_round_trip_and_labels(random_tokenizer, tmp_path):
   z = hbq.dequantize(labels, 4, "ind")
   np.testing.assert_array_equal(jax.jit(tokenizer_io.Uint8Decode(latent_decode))(loaded, z),
                                 tokenizer_io.to_uint8(images))
+
+
+def test_bad_pixels_and_a_tokenizer_of_another_latent_width_are_refused(random_tokenizer,
+                                                                         tmp_path):
+  cfg, module, params = random_tokenizer
+  for images, error, message in (
+      (np.full((1, 32, 32, 3), 200.0, np.float32), ValueError, "look like \\[0, 255\\] pixels"),
+      (np.full((1, 32, 32, 3), np.nan, np.float32), ValueError, "NaN"),
+      (np.zeros((1, 32, 32, 3), np.int32), TypeError, "uint8 in \\[0, 255\\] or float")):
+    with pytest.raises(error, match=message):
+      tokenizer_io.encode_latents(module, params, images)
+  with pytest.raises(TypeError, match="tokenizer input must be float"):
+    module.apply({"params": params}, jnp.zeros((1, 32, 32, 3), jnp.uint8), method="encode")
+  checkpointing.save_params(tmp_path / "tok", jax.device_get(params))
+  wide = tokenizer_configs.tokenizer_config("tiny")
+  wide.update(checkpoint=str(tmp_path / "tok"), latent_dim=2 * cfg.latent_dim)
+  with pytest.raises(ValueError, match=r"\(decoder\) do not match.*config.tokenizer \(latent_dim"):
+    tokenizer_io.load_tokenizer(wide)

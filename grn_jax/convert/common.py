@@ -5,6 +5,8 @@ imported only here, only when a .pth/.ckpt file is read or fetched.
 """
 
 import os
+import pickle
+import zipfile
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -32,6 +34,40 @@ class CheckpointMismatchError(ValueError):
       lines.append(f"  mis-shaped {key}: checkpoint {tuple(got)}, model expects {tuple(want)}")
     lines.append("Check that the config (variant, label_mode, latent_dim, ...) matches the file.")
     super().__init__("\n".join(lines))
+
+
+class DamagedCheckpointError(ValueError):
+  """A checkpoint file is empty, truncated, corrupt or not a PyTorch checkpoint at all."""
+
+
+def check_torch_file(local: str, name: str) -> None:
+  """Raises DamagedCheckpointError unless `local` is an intact PyTorch checkpoint container.
+
+  The zip format of torch.save (torch >= 1.6) is checked member by member against its CRCs
+  (this reads the whole file once); a legacy (pickle) file is only checked for its first byte.
+  """
+  size = os.path.getsize(local)
+  redo = "download it again (or re-export it) and retry"
+  if size == 0:
+    raise DamagedCheckpointError(f"{name!r} is empty (0 bytes): an unfinished download or copy; "
+                                 f"{redo}.")
+  with open(local, "rb") as f:
+    head = f.read(4)
+  if head.startswith(b"PK"):
+    try:
+      with zipfile.ZipFile(local) as zf:
+        bad = zf.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+      raise DamagedCheckpointError(
+          f"{name!r} ({size} bytes) is a truncated or damaged PyTorch checkpoint ({e}); "
+          f"{redo}.") from e
+    if bad is not None:
+      raise DamagedCheckpointError(f"{name!r} is corrupt: its member {bad!r} fails the CRC "
+                                   f"check; {redo}.")
+  elif not head.startswith(b"\x80"):  # the pickle protocol byte of legacy torch files
+    raise DamagedCheckpointError(
+        f"{name!r} is not a PyTorch checkpoint (it starts with the bytes {head!r}, neither a "
+        f"torch zip archive nor a pickle); check the path, or {redo}.")
 
 
 def resolve_path(src: str, cache_dir: str | None = None) -> str:
@@ -85,16 +121,20 @@ def load_torch_checkpoint(path: str, entry: str | None = None, trust_pickle: boo
   """
   torch = import_torch()
   local = resolve_path(path)
-  if trust_pickle:
-    ckpt = torch.load(local, map_location="cpu", weights_only=False)
-  else:
-    try:
-      ckpt = torch.load(local, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError (or RuntimeError in old versions).
+  check_torch_file(local, path)
+  try:
+    ckpt = torch.load(local, map_location="cpu", weights_only=not trust_pickle)
+  except pickle.UnpicklingError as e:
+    if not trust_pickle and "weights only" in str(e).lower():  # intact, but needs full unpickle
       raise ValueError(
           f"{path!r} contains pickled Python objects (the released C2I file stores an argparse "
-          f"Namespace) and cannot be read with torch's safe loader ({type(e).__name__}). If you "
-          f"trust the file, pass trust_pickle=True (CLI: --trust_pickle).") from e
+          f"Namespace) and cannot be read with torch's safe loader. If you trust the file, pass "
+          f"trust_pickle=True (CLI: --trust_pickle).") from e
+    raise DamagedCheckpointError(f"{path!r} is corrupt (its pickle does not load: {e}); "
+                                 "download it again and retry.") from e
+  except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+    raise DamagedCheckpointError(f"{path!r} is truncated or corrupt ({type(e).__name__}: {e}); "
+                                 "download it again and retry.") from e
   return _pick_entry(ckpt, entry, kind, path)
 
 

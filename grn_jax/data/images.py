@@ -11,6 +11,10 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
+# The crop upscales an image at most this much (short side >= image_size / MAX_UPSCALE); a
+# smaller image (a 1 x 1 thumbnail, an icon) is refused as unusable rather than blown up.
+MAX_UPSCALE = 4
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 class ImageDecodeError(ValueError):
@@ -36,6 +40,9 @@ def center_crop_adm(image: np.ndarray | Image.Image, image_size: int) -> np.ndar
     pil = pil.convert("RGB")
   if min(pil.size) < 1:
     raise ValueError(f"cannot crop an empty image of size {pil.size}.")
+  if min(pil.size) * MAX_UPSCALE < image_size:
+    raise ImageDecodeError(f"image of size {pil.size[0]} x {pil.size[1]} is too small for "
+                           f"{image_size} x {image_size} (more than {MAX_UPSCALE}x upscaling).")
   while min(pil.size) >= 2 * image_size:
     pil = pil.resize(tuple(s // 2 for s in pil.size), resample=Image.BOX)
   scale = image_size / min(pil.size)
@@ -55,8 +62,13 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as img:
       img.load()
-      rgb = img.convert("RGB")
-    arr = np.asarray(rgb, np.uint8)
+      if img.mode in _SIXTEEN_BIT_MODES:  # 16-bit greyscale: scale, do not clip to 255
+        grey = np.asarray(img).astype(np.float64)
+        if img.mode != "I" or grey.max() > 255:
+          grey = grey / 257.0
+        arr = np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, -1)
+      else:
+        arr = np.asarray(img.convert("RGB"), np.uint8)
   except UnidentifiedImageError as e:
     raise ImageDecodeError(f"cannot decode image {name}: not a format Pillow recognises "
                            "(corrupt or not an image).") from e

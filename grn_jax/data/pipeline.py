@@ -33,7 +33,11 @@ IMAGE_SOURCES = ("tfds", "folder")
 SOURCES = LABEL_SOURCES + IMAGE_SOURCES
 IMAGE_TASK_SOURCES = ("synthetic", "arrays") + IMAGE_SOURCES  # images for the tokenizer task
 DATA_FIELDS = ("source", "name", "split", "data_dir", "image_size", "random_flip", "num_workers",
-               "synthetic_seed")
+               "synthetic_seed", "max_bad_images")
+
+
+class TooManyBadImagesError(ValueError):
+  """More distinct unreadable images than config.data.max_bad_images."""
 
 
 def label_shape(model_cfg: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -63,11 +67,13 @@ def validate_data_config(config: ml_collections.ConfigDict, dataset=None) -> Non
 
 def image_source(data: ml_collections.ConfigDict):
   """(random-access source, Map transforms) of the image sources tfds and folder; records
-  {'image': uint8 [H, W, 3] of any size, 'class_labels': int32 []}."""
+  {'image': uint8 [S, S, 3] ADM-cropped to data.image_size, 'class_labels': int32 [],
+  'bad_index': int64 []}, bad images skipped (sources.SkipBadImages)."""
   if data.source == "tfds":
-    return sources.tfds_source(data.name, data.split, data.data_dir), [sources.RenameTfdsKeys()]
+    return sources.SkipBadImages(sources.tfds_source(data.name, data.split, data.data_dir),
+                                 data.image_size, label_key="label"), []
   if data.source == "folder":
-    return sources.ImageFolderSource(data.data_dir), []
+    return sources.SkipBadImages(sources.ImageFolderSource(data.data_dir), data.image_size), []
   raise ValueError(f"config.data.source={data.source!r} is not one of {IMAGE_SOURCES}.")
 
 
@@ -137,16 +143,35 @@ class TrainIterator:
   C2I label batches: {'labels': int32 [b, h, w, D], 'class_labels': int32 [b]}; image batches:
   {'image': uint8 [b, H, W, 3] (float32 in [-1, 1] for in-memory float images), ...}.
   `check` (if any) validates every batch before it is returned.
+
+  Image sources mark the elements that replaced a bad image (`bad_index`, removed from the
+  batch here): `bad_images` counts the distinct bad files this process met in this run, and more
+  than `max_bad_images` (-1: no limit) raise TooManyBadImagesError naming them.
   """
   iterator: Any
   num_examples: int
   check: Callable[[dict[str, np.ndarray]], None] | None = None
+  max_bad_images: int = -1
+  name_of: Callable[[int], str] = str
+  bad: set[int] = dataclasses.field(default_factory=set)
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
+  @property
+  def bad_images(self) -> int:
+    return len(self.bad)
+
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self.iterator)
+    if "bad_index" in batch:
+      self.bad.update(int(i) for i in batch.pop("bad_index") if i >= 0)
+      if 0 <= self.max_bad_images < len(self.bad):
+        names = [self.name_of(i) for i in sorted(self.bad)[:5]]
+        raise TooManyBadImagesError(
+            f"{len(self.bad)} unreadable or unusable training images (e.g. {names}; each is "
+            f"logged), more than config.data.max_bad_images={self.max_bad_images}; repair or "
+            "remove them, or raise the limit (-1: none).")
     if self.check is not None:
       self.check(batch)
     return batch
@@ -161,7 +186,8 @@ class TrainIterator:
 def make_iterator(source, transforms: Sequence[Any], *, seed: int, global_batch: int,
                   rows: tuple[int, int] | None = None, num_workers: int = 0,
                   worker_processes: bool = False,
-                  check: Callable[[dict[str, np.ndarray]], None] | None = None) -> TrainIterator:
+                  check: Callable[[dict[str, np.ndarray]], None] | None = None,
+                  max_bad_images: int = -1) -> TrainIterator:
   """The shuffled, repeated, batched stream of a random-access source (see the module doc).
 
   Args:
@@ -173,6 +199,7 @@ def make_iterator(source, transforms: Sequence[Any], *, seed: int, global_batch:
     num_workers: grain read threads (at least 2) and, with `worker_processes`, processes.
     worker_processes: use `num_workers` worker processes (decode-heavy image sources).
     check: validates every batch (raises with a message naming the config field).
+    max_bad_images: see TrainIterator (config.data.max_bad_images).
   """
   start, stop = rows or process_rows(global_batch)
   num_examples = len(source)
@@ -189,15 +216,13 @@ def make_iterator(source, transforms: Sequence[Any], *, seed: int, global_batch:
                                                prefetch_buffer_size=threads))
   if worker_processes and num_workers > 0:
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(num_workers)))
-  return TrainIterator(iter(it_ds), num_examples, check)
+  return TrainIterator(iter(it_ds), num_examples, check, int(max_bad_images),
+                       getattr(source, "name_of", str))
 
 
 def _image_transforms(data: ml_collections.ConfigDict) -> list[Any]:
-  """ADM center crop to data.image_size, then the random flip if data.random_flip."""
-  out = [transforms.CenterCrop(data.image_size)]
-  if data.random_flip:
-    out.append(transforms.RandomFlip())
-  return out
+  """The random flip if data.random_flip (image sources crop themselves)."""
+  return [transforms.RandomFlip()] if data.random_flip else []
 
 
 def _label_check(num_label_classes: int, num_classes: int):
@@ -234,7 +259,8 @@ def build_train_iterator(config: ml_collections.ConfigDict, dataset=None,
   return make_iterator(source, fixups + (_image_transforms(data) if is_image else []),
                        seed=config.seed, global_batch=config.train.global_batch_size,
                        rows=rows, num_workers=data.num_workers, worker_processes=is_image,
-                       check=_label_check(k, model.num_classes))
+                       check=_label_check(k, model.num_classes),
+                       max_bad_images=data.max_bad_images)
 
 
 def validate_image_data_config(config: ml_collections.ConfigDict, dataset=None) -> None:
@@ -277,4 +303,5 @@ def build_image_iterator(config: ml_collections.ConfigDict, dataset=None,
     maps = maps + _image_transforms(data)
   return make_iterator(source, maps, seed=config.seed,
                        global_batch=config.train.global_batch_size, rows=rows,
-                       num_workers=data.num_workers, worker_processes=data.source in IMAGE_SOURCES)
+                       num_workers=data.num_workers, worker_processes=data.source in IMAGE_SOURCES,
+                       max_bad_images=data.max_bad_images)

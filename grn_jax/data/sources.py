@@ -10,10 +10,14 @@ folder again) yield `image` at the training size: uint8, or float32 in [-1, 1] f
 
 from typing import Any
 
+from absl import logging
 import grain
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
+from grn_jax.data import images as images_lib
+
+# SkipBadImages tries at most this many consecutive files for one element.
+MAX_CONSECUTIVE_BAD = 16
 
 
 class SyntheticLabelSource:
@@ -129,38 +133,68 @@ class ArrayImageSource:
 
 
 class ImageFolderSource:
-  """`root/<class name>/<image>`; classes are the sorted sub-folder names (torchvision
-  ImageFolder order, as the official training script)."""
+  """`root/<class name>/<image>` (grn_jax.data.images.list_image_folder: sorted class folders,
+  extensions matched case-insensitively); decoded by images.load_image, the decode path of
+  tokenize_dataset, which raises ImageDecodeError for an unreadable file."""
 
   def __init__(self, root: str):
-    from etils import epath  # pylint: disable=g-import-not-at-top
-    root_path = epath.Path(root)
-    if not root_path.is_dir():
-      raise FileNotFoundError(f"config.data.data_dir={root!r} is not a folder of class "
-                              "sub-folders.")
-    self.classes = sorted(p.name for p in root_path.iterdir() if p.is_dir())
-    self._files: list[tuple[str, int]] = []
-    for idx, name in enumerate(self.classes):
-      files = sorted(str(f) for f in (root_path / name).iterdir()
-                     if f.name.endswith(IMAGE_EXTENSIONS))
-      self._files.extend((f, idx) for f in files)
-    if not self._files:
-      raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS[:5])}) under class "
-                              f"sub-folders of {root!r}.")
+    try:
+      self._files, self.classes = images_lib.list_image_folder(root)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"config.data.data_dir: {e}") from e
 
   def __len__(self) -> int:
     return len(self._files)
 
+  def name_of(self, index: int) -> str:
+    return self._files[int(index) % len(self._files)][0]
+
   def __getitem__(self, index: int) -> dict[str, Any]:
-    from etils import epath  # pylint: disable=g-import-not-at-top
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     path, label = self._files[int(index) % len(self._files)]
-    with epath.Path(path).open("rb") as f:
-      image = np.asarray(Image.open(f).convert("RGB"))
-    return dict(image=image, class_labels=np.int32(label))
+    return dict(image=images_lib.load_image(path), class_labels=np.int32(label))
 
   def __repr__(self) -> str:
     return f"ImageFolderSource({len(self._files)} images, {len(self.classes)} classes)"
+
+
+class SkipBadImages:
+  """An image source whose unreadable or unusable images are skipped: element i is the ADM
+  crop (image_size) of the first good record among i, i + 1, ... (deterministic, so resumes and
+  processes agree), with `bad_index` int64 [] = the first skipped index or -1. Each skip is
+  logged; the train iterator counts them (pipeline.TrainIterator.bad_images).
+
+  Records are {'image', <label_key>} (tfds: 'label'); elements {'image' uint8 [S, S, 3],
+  'class_labels' int32 [], 'bad_index' int64 []}.
+  """
+
+  def __init__(self, parent, image_size: int, label_key: str = "class_labels"):
+    self._parent, self._size, self._label_key = parent, int(image_size), label_key
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def name_of(self, index: int) -> str:
+    name_of = getattr(self._parent, "name_of", None)  # tfds sources have no file names
+    return name_of(index) if name_of else f"example {int(index)}"
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    n, first_bad = len(self._parent), -1
+    for j in range(int(index), int(index) + MAX_CONSECUTIVE_BAD):
+      try:
+        record = self._parent[j % n]
+        image = images_lib.center_crop_adm(
+            images_lib.to_uint8_rgb(record["image"], self.name_of(j % n)), self._size)
+        return dict(image=image, class_labels=np.int32(record[self._label_key]),
+                    bad_index=np.int64(first_bad))
+      except images_lib.ImageDecodeError as e:
+        logging.warning("skipping a bad training image: %s", e)
+        first_bad = j % n if first_bad < 0 else first_bad
+    raise images_lib.ImageDecodeError(
+        f"{MAX_CONSECUTIVE_BAD} consecutive unreadable images from {self.name_of(index)} on; "
+        "is the data set damaged?")
+
+  def __repr__(self) -> str:
+    return f"SkipBadImages({self._parent!r}, size={self._size})"
 
 
 def tfds_source(name: str, split: str, data_dir: str | None,
@@ -180,13 +214,6 @@ def tfds_source(name: str, split: str, data_dir: str | None,
               f"{folder_option} with an ImageFolder tree.")
     raise RuntimeError(f"tfds data set {name!r} (split {split!r}, data_dir {data_dir!r}) is not "
                        f"available: {e}.{hint}") from e
-
-
-class RenameTfdsKeys(grain.transforms.Map):
-  """{'image', 'label'} -> {'image', 'class_labels'} (grain MapTransform)."""
-
-  def map(self, element):
-    return dict(image=np.asarray(element["image"]), class_labels=np.int32(element["label"]))
 
 
 class LabelShardRecord(grain.transforms.Map):

@@ -5,7 +5,9 @@
              demo's seed, tokenizer, data, mesh and the GRN's hbq_rounds
   GRN        the C2I task on the digits' HBQ labels in memory -> workdir/checkpoints
 
-Each resumes from its checkpoints like any run of the loop; a tqdm bar follows the steps.
+Each resumes from its checkpoints like any run of the loop; a tqdm bar follows the steps. A stop
+signal (SIGTERM, SIGINT) saves and raises grn_jax.preemption.Interrupted: the demo stops there and
+resumes when run again.
 """
 
 import os
@@ -98,7 +100,8 @@ def train_tokenizer(config: ml_collections.ConfigDict, workdir: str, images: np.
   run = tokenizer_config(config)
   bar = _ProgressBar("tokenizer", state_lib.total_steps(run, len(images)))
   try:
-    state = loop.train(run, os.path.join(workdir, TOKENIZER_RUN), dataset=images, hooks=[bar])
+    run_dir = os.path.join(workdir, TOKENIZER_RUN)
+    state = loop.fit(run, run_dir, dataset=images, hooks=[bar]).raise_if_stopped(run_dir)
   finally:
     bar.close()
   metrics = None if bar.scalars is None else {k: bar.scalars[k] for k in TOKENIZER_METRICS}
@@ -116,7 +119,8 @@ def train_grn(config: ml_collections.ConfigDict, workdir: str, labels: np.ndarra
   run = grn_config(config)
   bar = _ProgressBar("GRN", grn_steps(run, len(labels)))
   try:
-    state = loop.train(run, workdir, dataset=(labels, classes), hooks=[bar])
+    state = loop.fit(run, workdir, dataset=(labels, classes),
+                     hooks=[bar]).raise_if_stopped(workdir)
   finally:
     bar.close()
   return state, bar.evaluations

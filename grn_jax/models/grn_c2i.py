@@ -180,6 +180,10 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   if cfg.label_mode not in hbq.LABEL_MODES:
     raise ValueError(f"config.model.label_mode must be one of {hbq.LABEL_MODES}, "
                      f"got {cfg.label_mode!r}.")
+  for field in ("hidden_size", "depth", "num_heads", "input_size", "patch_size", "num_classes",
+                "latent_dim", "hbq_rounds", "bottleneck_dim"):
+    if not cfg[field] >= 1:
+      raise ValueError(f"config.model.{field} must be >= 1, got {cfg[field]}.")
   if cfg.hidden_size % cfg.num_heads:
     raise ValueError(f"config.model.hidden_size={cfg.hidden_size} is not divisible by "
                      f"num_heads={cfg.num_heads}.")

@@ -417,6 +417,9 @@ class HBQTokenizer(nn.Module):
 
   def encode(self, x):
     """[B, H, W, 3] or [B, T, H, W, 3] in [-1, 1] -> tanh latent at 1/16 (and 1/4 in time)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise TypeError(f"tokenizer input must be float in [-1, 1], got {x.dtype} (uint8 pixels: "
+                      "grn_jax.tokenizer_io.encode_latents converts them).")
     if x.ndim not in (4, 5):
       raise ValueError(f"tokenizer input must be [B, H, W, 3] or [B, T, H, W, 3], got {x.shape}.")
     image = x.ndim == 4

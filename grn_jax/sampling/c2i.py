@@ -78,6 +78,17 @@ def spec_from_config(config: ml_collections.ConfigDict, adaptive: bool | None = 
     raise ValueError(f"config.sample.temperature must be > 0, got {sample_cfg.temperature}.")
   if len(tuple(sample_cfg.cfg_interval)) != 2:
     raise ValueError("config.sample.cfg_interval must be (low, high).")
+  low, high = sample_cfg.cfg_interval
+  if low >= 0 and not low <= high <= 1.0:
+    raise ValueError(f"config.sample.cfg_interval=({low}, {high}) must satisfy low <= high <= 1 "
+                     "(guidance where the time lies in (low, high); a low < 0 selects power-cos "
+                     "guidance).")
+  if not sample_cfg.cfg_scale >= 0:
+    raise ValueError(f"config.sample.cfg_scale must be >= 0 (1: no guidance), got "
+                     f"{sample_cfg.cfg_scale}.")
+  for field in ("batch_size", "per_class", "num_steps"):
+    if not sample_cfg[field] >= 1:
+      raise ValueError(f"config.sample.{field} must be >= 1, got {sample_cfg[field]}.")
   dim = hbq.num_labels(model.latent_dim, model.hbq_rounds, model.label_mode)
   return SamplerSpec(
       label_shape=(model.input_size, model.input_size, dim),

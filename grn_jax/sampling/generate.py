@@ -16,14 +16,25 @@ sampling/outputs.py: PNGs for C2I, images or videos with a JSON record for T2I/T
 settings the files depend on (`record`).
 
 Output i is sampled with the key fold_in(key(config.sample.seed), i): it does not depend on the
-batch size, the mesh or the batch it lands in, so a killed run resumes from the first missing
-PNG and reproduces exactly what an uninterrupted run writes. PNGs are written atomically and
+batch size, the mesh or the batch it lands in, so a killed run regenerates exactly the missing
+PNGs and reproduces what an uninterrupted run writes.
+
+Resuming is safe: before the first PNG, `<out>/generation.json` records what the files depend
+on (the family's `record`: model and sampler settings, schedule, counts; the seed; fingerprints
+of the contents of the params and of the decoder's params). A rerun resumes only when the new record equals it, and otherwise
+stops with GenerationMismatchError naming the differing fields (choose a new output directory,
+or delete the old one to overwrite it); a folder of PNGs without a record is refused the same
+way. Every existing PNG is validated before it counts (it decodes, has the shape of the others
+and the metadata of its index); a damaged one is deleted and generated again. SIGTERM/SIGINT
+finish the current batch and raise grn_jax.preemption.Interrupted (exit status 75). PNGs are written atomically and
 carry the family's metadata and the row's steps, NFE and H as text chunks (`grn_steps`,
 `grn_nfe`, `grn_entropy`), from which samples.npz is assembled by streaming (never all images in
 memory). Batches are sharded over the mesh (`config.mesh`); the family places the params.
 """
 
 import functools
+import hashlib
+import json
 import os
 from typing import Any, Callable, Mapping, Protocol
 import zipfile
@@ -35,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from grn_jax import checkpointing
+from grn_jax import preemption
 from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.sampling import c2i
@@ -106,16 +118,115 @@ def load_sampling_params(config: ml_collections.ConfigDict, workdir: str) -> Any
   return params
 
 
+RECORD_FILE = "generation.json"
+
+
+class GenerationMismatchError(ValueError):
+  """An output directory holds files of other settings than the ones of this run."""
+
+
 png_path = outputs.png_path
 
 
 def first_missing_index(out_dir: str, total: int,
                         writer: outputs.OutputWriter = outputs.PngWriter()) -> int:
-  """The first index the writer has not completed (resumption point); total when all exist."""
+  """The first index the writer has not completed; total when all exist."""
   for i in range(total):
     if not writer.done(out_dir, i):
       return i
   return total
+
+
+def params_fingerprint(params: Any) -> str:
+  """sha256 over the tree paths, dtypes, shapes and bytes of every leaf (host copies)."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    leaf = np.asarray(jax.device_get(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)}:{leaf.dtype.str}:{leaf.shape};".encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+def _flat(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for k, v in record.items():
+    if isinstance(v, Mapping):
+      flat.update(_flat(v, f"{prefix}{k}."))
+    else:
+      flat[f"{prefix}{k}"] = v
+  return flat
+
+
+def check_record(out_dir: str, record: Mapping[str, Any]) -> None:
+  """Writes `record` to out_dir/generation.json, or checks it against the one there.
+
+  Raises:
+    GenerationMismatchError: the directory holds outputs of other settings (the message names
+      the fields), or PNGs without a record.
+  """
+  record = json.loads(json.dumps(record))  # tuples -> lists, as stored
+  path = os.path.join(out_dir, RECORD_FILE)
+  how = (f"choose another output directory (config.sample.output_dir or --workdir) for the "
+         f"new settings, or delete {out_dir} to overwrite it")
+  if os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)
+    if stored != record:
+      old, new = _flat(stored), _flat(record)
+      diff = [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+              for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+      raise GenerationMismatchError(
+          f"{out_dir} holds samples of other settings; differing: {'; '.join(diff[:10])}. "
+          f"Rerun with the same settings to resume, or {how}.")
+    return
+  existing = [n for n in os.listdir(out_dir) if n.endswith((".png", ".npz", ".mp4", ".gif"))]
+  if existing:
+    raise GenerationMismatchError(
+        f"{out_dir} holds {len(existing)} sample files but no {RECORD_FILE}, so their settings "
+        f"are unknown; {how}.")
+  with open(path + ".tmp", "w") as f:
+    json.dump(record, f, indent=1, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
+def missing_indices(out_dir: str, family: "Family") -> np.ndarray:
+  """Indices (int [M], ascending) without a valid output; invalid PNGs are deleted (logged).
+
+  A PNG is valid when it decodes, has the shape of the first valid one and carries the metadata
+  of its index (family.metadata and the sampler's grn_steps). Other writers (the T2I/T2V
+  media and JSON records of sampling/outputs.py) say themselves whether an output is done.
+  """
+  for name in os.listdir(out_dir):
+    if name.endswith(".tmp"):  # a write a kill interrupted
+      os.remove(os.path.join(out_dir, name))
+  if not isinstance(family.writer, outputs.PngWriter):
+    return np.asarray([i for i in range(family.num_outputs)
+                       if not family.writer.done(out_dir, i)], np.int64)
+  missing, shape = [], None
+  for i in range(family.num_outputs):
+    path = png_path(out_dir, i)
+    if not os.path.exists(path):
+      missing.append(i)
+      continue
+    try:
+      image, meta = read_png(path)
+      problem = None
+      if shape is not None and image.shape != shape:
+        problem = f"shape {image.shape}, not {shape}"
+      expected = dict(family.metadata(i), grn_steps=None)
+      wrong = [k for k, v in expected.items()
+               if k not in meta or (v is not None and meta[k] != float(v))]
+      if wrong:
+        problem = f"metadata {wrong} missing or not that of index {i}"
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated / not a PNG
+      problem = f"unreadable ({e})"
+    if problem is None:
+      shape = shape or image.shape
+      continue
+    logging.warning("%s is damaged (%s): deleting it and generating it again.", path, problem)
+    os.remove(path)
+    missing.append(i)
+  return np.asarray(missing, np.int64)
 
 
 def read_png(path: str) -> tuple[np.ndarray, dict[str, float]]:
@@ -171,7 +282,12 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
 
   Returns:
     dict(total, start (first index generated by this call), generated, mean_steps and
-    mean_nfe over the outputs generated by this call, record: family.record() and the seed).
+    mean_nfe over the outputs generated by this call, record: family.record(), the seed and
+    the params' and the decoder params' fingerprints, as in out_dir/generation.json).
+
+  Raises:
+    GenerationMismatchError: out_dir holds outputs of other settings (see the module docstring).
+    grn_jax.preemption.Interrupted: SIGTERM/SIGINT stopped it after the current batch.
   """
   total = family.num_outputs
   data_devices = int(np.prod([mesh.shape[a] for a in refine.BATCH_AXES if a in mesh.shape]))
@@ -179,14 +295,20 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
     raise ValueError(f"config.sample.batch_size={batch_size} must be divisible by the "
                      f"{data_devices} batch devices of the mesh {dict(mesh.shape)}.")
   owns_files = jax.process_index() == 0
+  record = dict(family.record(), seed=seed, params=params_fingerprint(params),
+                decode_params=params_fingerprint(decode_params))
+  todo = np.zeros(total, bool)
   if owns_files:
     os.makedirs(out_dir, exist_ok=True)
-  start = first_missing_index(out_dir, total, family.writer) if owns_files else 0
-  if jax.process_count() > 1:  # process 0 owns the files: every process resumes where it says
+    check_record(out_dir, record)
+    todo[missing_indices(out_dir, family)] = True
+  if jax.process_count() > 1:  # process 0 owns the files: every process generates what it says
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    start = int(multihost_utils.broadcast_one_to_all(np.int32(start)))
+    todo = np.asarray(multihost_utils.broadcast_one_to_all(todo))
+  todo = np.flatnonzero(todo)
+  start = int(todo[0]) if len(todo) else total
   summary = dict(total=total, start=start, generated=0, mean_steps=float("nan"),
-                 mean_nfe=float("nan"), record=dict(family.record(), seed=seed))
+                 mean_nfe=float("nan"), record=record)
   if start >= total:
     logging.info("all %d samples already exist in %s", total, out_dir)
     return summary
@@ -195,22 +317,27 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
   base_key = jax.random.key(seed)
   params = family.place_params(params, mesh)
   decode_params = jax.device_put(decode_params, sharding.replicated(mesh))
-  starts = range(start, total, batch_size)
+  starts = range(0, len(todo), batch_size)
   iterator = starts
   if show_progress and owns_files:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    iterator = tqdm(starts, total=len(starts), desc=f"sampling {total - start} outputs",
+    iterator = tqdm(starts, total=len(starts), desc=f"sampling {len(todo)} outputs",
                     unit="batch")
   steps_sum, nfe_sum = 0, 0
-  with jax.set_mesh(mesh):
+  with jax.set_mesh(mesh), preemption.StopSignals() as stop:
     for first in iterator:
-      idx = np.arange(first, first + batch_size)
-      valid = idx < total
-      conditions = family.conditions(np.minimum(idx, total - 1))
-      outputs = run(params, jax.tree.map(lambda x: global_array(x, mesh), conditions),
-                    global_array(idx.astype(np.int32), mesh), base_key, settings,
-                    decode_params)
-      images, steps, nfe, entropy = (to_host(x) for x in outputs)
+      if stop.received:
+        raise preemption.Interrupted(
+            f"generation in {out_dir} ({total - len(todo) + summary['generated']} of {total} "
+            "outputs written)", stop.received)
+      chunk = todo[first:first + batch_size]
+      valid = np.arange(batch_size) < len(chunk)
+      idx = np.concatenate([chunk, np.full(batch_size - len(chunk), chunk[-1])])
+      conditions = family.conditions(idx)
+      out = run(params, jax.tree.map(lambda x: global_array(x, mesh), conditions),
+                global_array(idx.astype(np.int32), mesh), base_key, settings,
+                decode_params)
+      images, steps, nfe, entropy = (to_host(x) for x in out)
       if owns_files:
         for i in np.flatnonzero(valid):
           index = int(idx[i])

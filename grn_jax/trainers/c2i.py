@@ -69,7 +69,7 @@ def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[
   config_check.check_fields(config.data, "data", pipeline.DATA_FIELDS)
   state_lib.check_sections(config)
   config_check.check_fields(config.corruption, "corruption", CORRUPTION_FIELDS)
-  config_check.check_fields(config.sample, "sample", c2i_sampling.SAMPLE_FIELDS)
+  c2i_sampling.spec_from_config(config)  # the sample section's fields and values
   config_check.check_fields(config.eval, "eval", evaluation.EVAL_FIELDS)
   config_check.check_fields(config.mesh, "mesh", sharding.MESH_AXES)
   sharding.rules_from_config(config.sharding_rules)

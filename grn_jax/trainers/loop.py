@@ -19,8 +19,10 @@ for all:
     checkpointed); the task's `prepare` makes the global device batch (e.g. HBQ labels from
     images through the frozen tokenizer);
   * Orbax checkpoints (state, EMAs, iterator state, config), async, keep the latest N; resume
-    from the workdir's latest checkpoint; save on SIGTERM (or a multi-host preemption notice)
-    and stop; `train.init_from` starts from a params directory;
+    from the workdir's newest intact checkpoint (damaged ones are moved aside; the config is
+    compared with the stored one: trainers/resume.py); save on SIGTERM or SIGINT (or a
+    multi-host preemption notice) and stop (grn_jax/preemption.py: `fit` says so, main exits
+    with status 75); `train.init_from` starts from a params directory;
   * metrics: clu.metrics Collections (the loop's loss, grad_norm and lr, plus the task's),
     accumulated inside the step, flushed every log_every_steps with examples/s, tokens/s and
     MFU to the clu writers (TensorBoard and a log line); the first non-finite loss or gradient
@@ -36,10 +38,8 @@ numbers of an uninterrupted one, and (partitionable threefry) the same on any me
 
 import dataclasses
 import math
-import signal
-import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from absl import logging
 from clu import metric_writers
@@ -52,14 +52,13 @@ import optax
 
 from grn_jax import checkpointing
 from grn_jax import flops
+from grn_jax import preemption
 from grn_jax import sharding
 from grn_jax.data import pipeline
 from grn_jax.trainers import metrics as metrics_lib
+from grn_jax.trainers import resume
 from grn_jax.trainers import task as task_lib
 from grn_jax.trainers import state as state_lib
-
-# Signals that make the run save a checkpoint and stop.
-STOP_SIGNALS = (signal.SIGTERM,)
 
 # hook(step, scalars): after every step; `scalars` holds the metrics at the steps they are flushed
 # and the evaluation's scalars (eval/...) at the steps it runs.
@@ -245,37 +244,21 @@ def _check_finite(nonfinite: metrics_lib.FirstNonFinite, last_saved: int | None)
         "float32 (the model section's dtype).")
 
 
-class _StopSignals:
-  """`.received` turns True on STOP_SIGNALS (main thread only); old handlers come back on exit."""
-
-  def __init__(self, signals: Sequence[int] = STOP_SIGNALS):
-    self.received, self._signals, self._old = False, tuple(signals), {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._old = {s: signal.signal(s, self._handle) for s in self._signals}
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    logging.warning("%s received: saving a checkpoint and stopping.",
-                    signal.Signals(signum).name)
-    self.received = True
-
-  def __exit__(self, *exc):
-    for s, old in self._old.items():
-      signal.signal(s, old)
-
-
 def _restore_or_init(program: TrainProgram, ckpt: checkpointing.TrainCheckpointer,
                      data_iter: pipeline.TrainIterator, config: ml_collections.ConfigDict,
                      workdir: str) -> tuple[state_lib.TrainState, int | None]:
-  """(state, step of the checkpoint it came from or None): the latest checkpoint of the
-  workdir with its iterator state, else a new state (from train.init_from if set)."""
-  latest = ckpt.latest_step()
-  if latest is not None:
+  """(state, step of the checkpoint it came from or None): the newest intact checkpoint of the
+  workdir with its iterator state (its config compared with this one, trainers/resume.py),
+  else a new state (from train.init_from if set)."""
+  stored = ckpt.newest_config()
+  if stored is not None:
+    resume.check_resume_config(stored[1], checkpointing.config_to_dict(config),
+                               config.train.resume_allow_changes,
+                               f"{workdir}/checkpoints/{stored[0]}")
+  restored = ckpt.restore_latest(program.abstract_state)
+  if restored is not None:
+    latest, state, data_state = restored
     logging.info("Resuming from %s/checkpoints/%d.", workdir, latest)
-    state, data_state = ckpt.restore(latest, program.abstract_state)
     data_iter.set_state(data_state)
     return state, latest
   state = program.init()
@@ -320,16 +303,17 @@ class _Reporter:
   def _restart(self, step: int) -> None:
     self.start_time, self.start_step = time.perf_counter(), step
 
-  def flush(self, step: int, metrics: metrics_lib.StepMetrics, last_saved: int | None
-            ) -> dict[str, float]:
-    """Writes the metrics accumulated since the last flush (after the finiteness check)."""
+  def flush(self, step: int, metrics: metrics_lib.StepMetrics, last_saved: int | None,
+            bad_images: int) -> dict[str, float]:
+    """Writes the metrics accumulated since the last flush (after the finiteness check) and
+    `bad_images`, the distinct unreadable training images skipped so far in this run."""
     host = jax.device_get(metrics)
     _check_finite(host.nonfinite, last_saved)
     rate = ((step - self.start_step) * self.batch_size /
             max(time.perf_counter() - self.start_time, 1e-9))
     scalars = host.scalars()
     scalars.update(examples_per_second=rate, tokens_per_second=rate * self.tokens,
-                   mfu=flops.mfu(rate, self.flops, self.peak))
+                   mfu=flops.mfu(rate, self.flops, self.peak), bad_images=float(bad_images))
     self.writer.write_scalars(step, scalars)
     self._restart(step)
     return scalars
@@ -361,9 +345,34 @@ class _StepProfiler:
                    "Profile tab).", self.first + 1, self.last, self.workdir)
 
 
+class TrainResult(NamedTuple):
+  """What `fit` returns: the last state, and the stop signal that ended the run early (after
+  saving its checkpoint) or None for a run that reached its last step."""
+  state: state_lib.TrainState
+  stopped_by: str | None
+
+  def raise_if_stopped(self, workdir: str) -> state_lib.TrainState:
+    """The state; preemption.Interrupted if a stop signal ended the run early."""
+    if self.stopped_by is not None:
+      raise preemption.Interrupted(
+          f"training in {workdir} (checkpoint of step {int(jax.device_get(self.state.step))} "
+          "saved)", self.stopped_by)
+    return self.state
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, *,
           hooks: Sequence[Hook] = (), profile_steps: int = 0) -> state_lib.TrainState:
-  """Trains the task of config.task; returns the final TrainState.
+  """Trains the task of config.task; returns the last TrainState (see `fit`, which also says
+  whether a stop signal ended the run early)."""
+  return fit(config, workdir, dataset, hooks=hooks, profile_steps=profile_steps).state
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, *,
+        hooks: Sequence[Hook] = (), profile_steps: int = 0) -> TrainResult:
+  """Trains the task of config.task, resuming from the workdir's checkpoints.
+
+  SIGTERM and SIGINT (or a multi-host preemption notice) save a checkpoint at the end of the
+  current step and stop; the result then names the signal.
 
   Args:
     config: a whole config of a registered task (checked first).
@@ -373,7 +382,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
       None, or the flushed metrics and/or the evaluation's scalars of that step.
     profile_steps: > 0 traces that many steps (from the second step of this run) with
       jax.profiler into workdir/plugins/profile, viewable in TensorBoard (--profile_steps).
+
+  Returns:
+    TrainResult(the last TrainState, the stop signal's name or None).
   """
+  with preemption.StopSignals() as stop_signals:  # from the start: a stop during compile counts
+    return _fit(config, workdir, dataset, hooks, stop_signals, profile_steps)
+
+
+def _fit(config: ml_collections.ConfigDict, workdir: str, dataset: Any, hooks: Sequence[Hook],
+         stop_signals: preemption.StopSignals, profile_steps: int) -> TrainResult:
   task = task_lib.make_task(config)
   train_cfg = config.train
   mesh = sharding.make_mesh(config.mesh)
@@ -390,7 +408,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
   if step >= num_steps:
     logging.info("%s holds step %d of %d: nothing to train.", workdir, step, num_steps)
     ckpt.close()
-    return state
+    return TrainResult(state, None)
   step_fn = program.compile()
   prepare = task.make_prepare(mesh, program.batch_shardings)
   sample_fn = task.sample_hook()
@@ -403,46 +421,48 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: Any = None, 
   logging.info("Training %s steps %d -> %d, global batch %d, %d devices, %d processes.",
                config.task, step, num_steps, train_cfg.global_batch_size, jax.device_count(),
                jax.process_count())
+  stopped_by = None
   try:
-    with _StopSignals() as stop_signals:
-      while step < num_steps:
-        profiler.before_step(step)
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          batch = prepare(next(data_iter))
-          state, metrics = step_fn(state, batch, metrics)
-        step += 1
-        profiler.after_step(step, state)
-        reporter.progress(step)
-        stop = stop_signals.received or (jax.process_count() > 1 and
-                                         ckpt.reached_preemption(step))
-        is_last = step == num_steps
-        scalars = None
-        if step % train_cfg.log_every_steps == 0 or is_last or stop:
-          scalars = reporter.flush(step, metrics, last_saved)
-          metrics = program.empty_metrics()
-        save = step % train_cfg.checkpoint_every_steps == 0 or is_last or stop
-        sample = sample_fn is not None and step % train_cfg.sample_every_steps == 0
-        evaluate = eval_fn is not None and (step % train_cfg.eval_every_steps == 0 or is_last)
-        if (save or sample or evaluate) and scalars is None:
-          _check_finite(jax.device_get(metrics.nonfinite), last_saved)
-        if save:
-          ckpt.save(step, state, data_iter.get_state(), config_dict)
-          last_saved = step
-        if sample:
-          reporter.writer.write_images(step, sample_fn(state, batch))
-        if evaluate:
-          eval_scalars = eval_fn(state)
-          reporter.writer.write_scalars(step, eval_scalars)
-          logging.info("step %d evaluation: %s", step, eval_scalars)
-          scalars = {**(scalars or {}), **eval_scalars}
-        for hook in hooks:
-          hook(step, scalars)
-        if stop:
-          logging.warning("Stopped at step %d after a termination request.", step)
-          break
+    while step < num_steps:
+      profiler.before_step(step)
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = prepare(next(data_iter))
+        state, metrics = step_fn(state, batch, metrics)
+      step += 1
+      profiler.after_step(step, state)
+      reporter.progress(step)
+      stop = stop_signals.received
+      if stop is None and jax.process_count() > 1 and ckpt.reached_preemption(step):
+        stop = "a preemption notice"
+      is_last = step == num_steps
+      scalars = None
+      if step % train_cfg.log_every_steps == 0 or is_last or stop:
+        scalars = reporter.flush(step, metrics, last_saved, data_iter.bad_images)
+        metrics = program.empty_metrics()
+      save = step % train_cfg.checkpoint_every_steps == 0 or is_last or stop
+      sample = sample_fn is not None and step % train_cfg.sample_every_steps == 0
+      evaluate = eval_fn is not None and (step % train_cfg.eval_every_steps == 0 or is_last)
+      if (save or sample or evaluate) and scalars is None:
+        _check_finite(jax.device_get(metrics.nonfinite), last_saved)
+      if save:
+        ckpt.save(step, state, data_iter.get_state(), config_dict)
+        last_saved = step
+      if sample:
+        reporter.writer.write_images(step, sample_fn(state, batch))
+      if evaluate:
+        eval_scalars = eval_fn(state)
+        reporter.writer.write_scalars(step, eval_scalars)
+        logging.info("step %d evaluation: %s", step, eval_scalars)
+        scalars = {**(scalars or {}), **eval_scalars}
+      for hook in hooks:
+        hook(step, scalars)
+      if stop and not is_last:
+        logging.warning("Stopped at step %d by %s; its checkpoint is saved.", step, stop)
+        stopped_by = stop
+        break
   finally:
     # Also on errors (NaN, interrupts): finish the pending async save of the last good state.
     profiler.stop(state)
     ckpt.close()
     reporter.writer.flush()
-  return state
+  return TrainResult(state, stopped_by)

@@ -31,7 +31,7 @@ from grn_jax import config_check
 TRAIN_FIELDS = ("global_batch_size", "num_epochs", "total_steps", "train_examples", "ema_decays",
                 "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
                 "async_checkpointing", "init_from", "sample_every_steps", "eval_every_steps",
-                "peak_flops_per_device")
+                "peak_flops_per_device", "resume_allow_changes")
 OPTIM_FIELDS = ("blr", "lr_scaling", "b1", "b2", "weight_decay", "grad_clip_norm", "schedule",
                 "warmup_epochs", "warmup_steps", "min_lr", "eps")
 SCHEDULES = ("constant", "cosine")
@@ -67,6 +67,9 @@ def check_sections(config: ml_collections.ConfigDict) -> None:
   if train.global_batch_size < 1:
     raise ValueError(f"config.train.global_batch_size must be >= 1, got "
                      f"{train.global_batch_size}.")
+  if train.total_steps <= 0 and not train.num_epochs > 0:
+    raise ValueError(f"config.train.num_epochs={train.num_epochs} trains nothing: set it > 0 "
+                     "(or config.train.total_steps > 0).")
   decays = tuple(train.ema_decays)
   if any(not 0.0 <= d < 1.0 for d in decays):
     raise ValueError(f"config.train.ema_decays must be values in [0, 1), got {decays}.")

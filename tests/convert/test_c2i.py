@@ -89,6 +89,31 @@ def test_load_torch_checkpoint_entries_and_pickle_policy(tmp_path):
   np.testing.assert_array_equal(common.load_torch_checkpoint(str(tok), kind="tokenizer")["a"], 1)
 
 
+def test_damaged_files_say_what_is_wrong_and_never_suggest_trust_pickle(tmp_path):
+  torch = pytest.importorskip("torch")
+  good = tmp_path / "good.pth"
+  torch.save({"model_ema1": {"w": torch.arange(4096.0)},
+              "args": argparse.Namespace(model="tiny")}, good)
+  data = good.read_bytes()
+  empty, truncated, flipped, html = (tmp_path / n for n in ("e.pth", "t.pth", "f.pth", "h.pth"))
+  empty.write_bytes(b"")
+  truncated.write_bytes(data[:len(data) // 2])
+  position = data.index(np.arange(4096, dtype=np.float32).tobytes()) + 100
+  flipped.write_bytes(data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1:])
+  html.write_bytes(b"<html>rate limited</html>")
+  for path, message in ((empty, "is empty"), (truncated, "truncated or damaged"),
+                        (flipped, "corrupt: its member .* fails the CRC"),
+                        (html, "not a PyTorch checkpoint")):
+    for trust in (False, True):
+      with pytest.raises(common.DamagedCheckpointError, match=message) as err:
+        common.load_torch_checkpoint(str(path), kind="c2i", trust_pickle=trust)
+      assert "trust_pickle" not in str(err.value)
+  # The intact file still gets the pickle advice, and loads with the flag.
+  with pytest.raises(ValueError, match="--trust_pickle"):
+    common.load_torch_checkpoint(str(good), kind="c2i")
+  assert common.load_torch_checkpoint(str(good), kind="c2i", trust_pickle=True)["w"][5] == 5
+
+
 def test_missing_file_and_offline_hub_errors(monkeypatch):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     common.resolve_path("/nonexistent/GRN_ind_B_ep599.pth")

@@ -7,8 +7,8 @@ from PIL import Image
 from configs import c2i as c2i_configs
 from grn_jax import sharding
 from grn_jax.data import pipeline
+from grn_jax.data import images as images_lib
 from grn_jax.data import sources
-from grn_jax.data import transforms
 
 
 def _config(**train_overrides):
@@ -102,7 +102,7 @@ def test_image_folder_pipeline(tmp_path):
   again = next(pipeline.build_train_iterator(config, rows=(0, 16)))
   np.testing.assert_array_equal(batch["image"], again["image"])
   assert batch["image"].shape == (16, 64, 64, 3) and batch["image"].dtype == np.uint8
-  crops = {tuple(transforms.center_crop_adm(src[i]["image"], 64)[0, :4, 0]): i
+  crops = {tuple(images_lib.center_crop_adm(src[i]["image"], 64)[0, :4, 0]): i
            for i in range(16)}
   flips = 0
   for image in batch["image"]:
@@ -114,6 +114,38 @@ def test_image_folder_pipeline(tmp_path):
   assert 0 < flips < 16
   with pytest.raises(FileNotFoundError, match="class sub-folders"):
     sources.ImageFolderSource(str(tmp_path / "a_first" / "notes.txt"))
+
+
+def test_bad_images_are_skipped_counted_and_limited(tmp_path, caplog):
+  rng = np.random.default_rng(0)
+  (tmp_path / "c").mkdir()
+  names = ["a.PNG", "b.tif", "c.gif", "d.Jpeg", "e.WEBP", "f.png", "g.png", "h.png"]
+  for i, name in enumerate(names):  # every extension, any case
+    image = np.full((64, 64, 3), 20 * i, np.uint8)
+    Image.fromarray(image).save(tmp_path / "c" / name, format=None if i < 5 else "PNG")
+  (tmp_path / "c" / "f.png").write_bytes(b"")                    # empty
+  (tmp_path / "c" / "g.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # corrupt
+  Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "c" / "h.png")  # too small
+  folder = sources.ImageFolderSource(str(tmp_path))
+  assert len(folder) == 8
+  safe = sources.SkipBadImages(folder, 64)
+  # f, g, h are bad: element 5 is the next good image (a, wrapping round), marked with f.
+  assert safe[5]["bad_index"] == 5 and safe[5]["image"][0, 0, 0] == 0
+  assert safe[7]["bad_index"] == 7 and safe[2]["bad_index"] == -1
+  assert safe[2]["image"][0, 0, 0] == 40  # the .gif
+  config = _config(global_batch_size=8)
+  config.data.update(source="folder", data_dir=str(tmp_path), random_flip=False)
+  it = pipeline.build_train_iterator(config, rows=(0, 8))
+  with caplog.at_level("WARNING"):
+    batch = next(it)
+  assert "bad_index" not in batch and it.bad_images == 3  # f, g, h once each
+  assert any("f.png" in r.getMessage() for r in caplog.records)
+  np.testing.assert_array_equal(np.sort(batch["image"][:, 0, 0, 0]),
+                                [0, 0, 0, 0, 20, 40, 60, 80])  # a for f, g and h (wrapping)
+  config.data.max_bad_images = 2
+  with pytest.raises(pipeline.TooManyBadImagesError,
+                     match=r"3 unreadable.*f\.png.*config\.data\.max_bad_images=2"):
+    next(pipeline.build_train_iterator(config, rows=(0, 8)))
 
 
 def _image_config(source, **train_overrides):

@@ -4,6 +4,7 @@ family-free core with a family of its own."""
 import dataclasses
 import functools
 import os
+import signal
 
 import flax.linen as nn
 import jax
@@ -14,6 +15,7 @@ import pytest
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
 from grn_jax import hbq
+from grn_jax import preemption
 from grn_jax import sharding
 from grn_jax import tokenizer_io
 from grn_jax.models import build_c2i
@@ -58,7 +60,8 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
   out_dir = root / "samples"
   path = generate.generate_to_workdir(config, str(root / "workdir"))
   assert path == str(out_dir / "samples.npz")
-  assert sorted(os.listdir(out_dir)) == [f"{i:06d}.png" for i in range(10)] + ["samples.npz"]
+  assert sorted(os.listdir(out_dir)) == sorted(
+      [f"{i:06d}.png" for i in range(10)] + ["samples.npz", generate.RECORD_FILE])
   with np.load(path) as data:
     first = {k: data[k] for k in data.files}
   assert first["images"].dtype == np.uint8 and first["images"].shape == (10, 64, 64, 3)
@@ -78,7 +81,7 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
                    decode=(tokenizer_io.Uint8Decode(tokenizer_io.TokenizerDecode(tok_module)),
                            tok_params))
   np.testing.assert_array_equal(out.images, first["images"][:8])
-  assert summary_record_is_the_family_record(config)
+  assert summary_record_is_the_family_record(config, params, tok_params)
 
   # Kill-and-resume: indices 3.. are missing; the new batches (3..10, ...) hold other rows than
   # before, yet every index reproduces its image exactly.
@@ -94,8 +97,25 @@ def test_generate_writes_pngs_and_npz_and_resumes_by_index(setup):
     assert sorted(data.files) == sorted(first)
     for k in first:
       np.testing.assert_array_equal(data[k], first[k])
-  summary = generate.generate(family, params, None, None, str(out_dir), **run_args(config))
+  summary = generate.generate(family, params, None, tok_params, str(out_dir), **run_args(config))
   assert summary["generated"] == 0  # complete: nothing to do
+
+  # A rerun with other settings, counts or params is refused, naming what differs.
+  for field, value, message in (("cfg_scale", 7.0, "sample.cfg_scale: 2.35 -> 7.0"),
+                                ("per_class", 2, "sample.per_class: 1 -> 2"),
+                                ("num_steps", 3, "sample.num_steps: 2 -> 3")):
+    changed = config.copy_and_resolve_references()
+    changed.sample[field] = value
+    with pytest.raises(generate.GenerationMismatchError, match=message):
+      generate.generate(c2i.C2IGeneration(changed), params, None, None, str(out_dir),
+                        **run_args(config))
+  other = jax.tree.map(lambda x: x + 1, params)
+  with pytest.raises(generate.GenerationMismatchError, match=r"differing: params: '[0-9a-f]+' "):
+    generate.generate(family, other, None, tok_params, str(out_dir), **run_args(config))
+  with pytest.raises(generate.GenerationMismatchError, match=r"differing: decode_params: "):
+    generate.generate(family, params, None, other, str(out_dir), **run_args(config))
+  assert sorted(os.listdir(out_dir)) == sorted(  # nothing touched
+      [f"{i:06d}.png" for i in range(10)] + ["samples.npz", generate.RECORD_FILE])
 
 
 def run_args(config):
@@ -103,11 +123,13 @@ def run_args(config):
               mesh=sharding.make_mesh(config.mesh), show_progress=False)
 
 
-def summary_record_is_the_family_record(config):
+def summary_record_is_the_family_record(config, params, tok_params):
   family = c2i.C2IGeneration(config)
-  summary = generate.generate(family, None, None, None, config.sample.output_dir,
+  summary = generate.generate(family, params, None, tok_params, config.sample.output_dir,
                               **run_args(config))  # complete: only the summary
-  return summary["record"] == dict(family.record(), seed=0) and summary["generated"] == 0
+  return summary["record"] == dict(
+      family.record(), seed=0, params=generate.params_fingerprint(params),
+      decode_params=generate.params_fingerprint(tok_params)) and summary["generated"] == 0
 
 
 def test_generate_rejects_bad_batch_params_and_task(setup):
@@ -200,7 +222,9 @@ def test_the_core_serves_any_family(tmp_path):
   mesh = sharding.make_mesh({"data": -1})
   summary = generate.generate(family, None, pixel_decode, None, str(tmp_path), batch_size=8,
                               seed=5, mesh=mesh, show_progress=False)
-  assert summary["generated"] == 11 and summary["record"] == dict(task="counting", seed=5)
+  assert summary["generated"] == 11 and summary["record"] == dict(
+      task="counting", seed=5, params=generate.params_fingerprint(None),
+      decode_params=generate.params_fingerprint(None))
   generate.write_npz(str(tmp_path), str(tmp_path / "s.npz"), 11, family.npz_fields)
   with np.load(tmp_path / "s.npz") as data:
     assert sorted(data.files) == ["entropy", "group", "images", "nfe", "steps"]
@@ -215,3 +239,47 @@ def test_the_core_serves_any_family(tmp_path):
       None, group, jnp.full_like(group, 3), keys, family.settings)
   latent = hbq.dequantize(out.labels, 2, "ind")
   np.testing.assert_array_equal(images, tokenizer_io.to_uint8(pixel_decode(None, latent)))
+
+
+def test_damaged_pngs_are_regenerated_and_foreign_folders_refused(tmp_path):
+  family = CountingFamily(11)
+  args = dict(batch_size=8, seed=5, mesh=sharding.make_mesh({"data": -1}), show_progress=False)
+  generate.generate(family, None, pixel_decode, None, str(tmp_path), **args)
+  originals = {i: (tmp_path / f"{i:06d}.png").read_bytes() for i in range(11)}
+  (tmp_path / "000002.png").write_bytes(b"")                             # zero bytes
+  (tmp_path / "000005.png").write_bytes(originals[5][:len(originals[5]) // 2])  # truncated
+  (tmp_path / "000009.png").write_bytes(originals[1])                   # index 1's metadata
+  (tmp_path / "000007.png.tmp").write_bytes(b"half")                    # an interrupted write
+  summary = generate.generate(family, None, pixel_decode, None, str(tmp_path), **args)
+  assert summary["start"] == 2 and summary["generated"] == 3  # 2, 5, 9 in one batch
+  assert {i: (tmp_path / f"{i:06d}.png").read_bytes() for i in range(11)} == originals
+  assert not (tmp_path / "000007.png.tmp").exists()
+
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "000000.png").write_bytes(originals[0])
+  with pytest.raises(generate.GenerationMismatchError,
+                     match="1 sample files but no generation.json.*delete"):
+    generate.generate(family, None, pixel_decode, None, str(foreign), **args)
+
+
+class StoppedFamily(CountingFamily):
+  """Sends itself SIGINT while the second batch is being prepared."""
+
+  calls = 0
+
+  def conditions(self, indices):
+    self.calls += 1
+    if self.calls == 2:
+      os.kill(os.getpid(), signal.SIGINT)
+    return super().conditions(indices)
+
+
+def test_a_stop_signal_finishes_the_batch_and_raises_interrupted(tmp_path):
+  args = dict(batch_size=8, seed=5, mesh=sharding.make_mesh({"data": -1}), show_progress=False)
+  with pytest.raises(preemption.Interrupted, match=r"16 of 19 outputs written\) stopped by SIGINT"):
+    generate.generate(StoppedFamily(19), None, pixel_decode, None, str(tmp_path), **args)
+  assert sorted(os.listdir(tmp_path)) == sorted(
+      [f"{i:06d}.png" for i in range(16)] + [generate.RECORD_FILE])
+  summary = generate.generate(CountingFamily(19), None, pixel_decode, None, str(tmp_path), **args)
+  assert summary["start"] == 16 and summary["generated"] == 3

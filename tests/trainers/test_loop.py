@@ -12,10 +12,12 @@ from jax.sharding import PartitionSpec as P
 
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
+from grn_jax import preemption
 from grn_jax import sharding
 from grn_jax.data import pipeline
 from grn_jax.trainers import c2i
 from grn_jax.trainers import loop
+from grn_jax.trainers import resume
 
 
 def _config(total_steps, **train_overrides):
@@ -74,6 +76,24 @@ def test_sigterm_and_resume_reproduce_the_uninterrupted_run(tmp_path, monkeypatc
   # The two EMAs (0.9999, 0.9996) are saved and differ.
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(saved["ema_params"][0]), jax.tree.leaves(saved["ema_params"][1])))
+
+
+def test_sigint_saves_and_stops_like_sigterm_and_the_result_says_so(tmp_path):
+  def ctrl_c_at_2(step, scalars):
+    del scalars
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  workdir = str(tmp_path / "run")
+  result = loop.fit(_config(8), workdir, hooks=[ctrl_c_at_2])
+  assert result.stopped_by == "SIGINT" and int(result.state.step) == 3
+  assert checkpointing.TrainCheckpointer(workdir).latest_step() == 3
+  with pytest.raises(preemption.Interrupted, match=r"checkpoint of step 3 saved\) stopped by "
+                                                   r"SIGINT; run the same command again"):
+    result.raise_if_stopped(workdir)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+  finished = loop.fit(_config(3), workdir)  # holds step 3 of 3: nothing to do, not a stop
+  assert finished.stopped_by is None and finished.raise_if_stopped(workdir) is finished.state
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -192,3 +212,20 @@ def test_profile_steps_writes_a_tensorboard_trace(tmp_path):
   loop.train(_config(3), str(workdir), profile_steps=1)
   traces = list((workdir / "plugins" / "profile").glob("*/*.xplane.pb"))
   assert len(traces) == 1 and traces[0].stat().st_size > 0
+
+
+def test_resume_names_every_changed_field_unless_allowed(tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train(_config(3), workdir)
+  changed = _config(3, global_batch_size=16)
+  changed.optim.blr = 0.125
+  with pytest.raises(resume.ResumeConfigError,
+                     match=r"optim.blr: [0-9.e-]+ -> 0.125; train.global_batch_size: 8 -> 16\. .*"
+                           r"resume_allow_changes=optim.blr,train.global_batch_size"):
+    loop.train(changed, workdir)
+  free = _config(3, log_every_steps=1, checkpoint_every_steps=1)  # cadence: free to change
+  free.mesh.update(data=4, fsdp=2)
+  assert int(loop.train(free, workdir).step) == 3
+  changed.train.resume_allow_changes = "optim.blr,train.global_batch_size"
+  assert int(loop.train(changed, workdir).step) == 3  # accepted explicitly: holds step 3 of 3
+  assert resume.config_changes({"a": 1}, {"a": 2}, allow="*") == []
