@@ -19,7 +19,6 @@ import sys
 import time
 import types
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -28,9 +27,9 @@ import numpy as np
 from configs import c2i as c2i_configs
 from grn_jax import flops
 from grn_jax import hbq
-from grn_jax import platform
 from grn_jax import sharding
 from grn_jax.benchmarks import official
+from grn_jax.benchmarks import timing
 from grn_jax.data import pipeline
 from grn_jax.trainers import loop
 
@@ -39,11 +38,10 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program)."""
-  flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
-  flags.DEFINE_integer("batch", 0, "Batch (0: 8 on CPU, 256 on accelerators).")
-  flags.DEFINE_string("dtype", "", "Compute dtype (default float32 on CPU, bfloat16 otherwise).")
-  flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
-  flags.DEFINE_string("official", None, "Path to the official GRN repository (times PyTorch).")
+  timing.define_common_flags(
+      batch=0, batch_help="Batch (0: 8 on CPU, 256 on accelerators).", dtype="",
+      dtype_help="Compute dtype (default float32 on CPU, bfloat16 otherwise).", repeats=3,
+      repeats_name="steps")
   flags.DEFINE_bool("aot", False, "Only compile on abstract inputs and print memory per device.")
   flags.DEFINE_integer("fsdp", -1, "--aot: fsdp mesh size (-1: all devices).")
   flags.DEFINE_string("remat", "none", "Model remat policy.")
@@ -83,7 +81,7 @@ def memory_per_device(compiled) -> dict[str, int]:
 
 
 def time_ours(config, steps: int) -> tuple[float, float]:
-  """(median seconds per step, compile + first step seconds) on one device."""
+  """(fastest seconds per step, compile + first step seconds) on one device."""
   device = jax.local_devices()[0]
   mesh = sharding.make_mesh(config.mesh, [device])
   start = time.perf_counter()
@@ -97,16 +95,15 @@ def time_ours(config, steps: int) -> tuple[float, float]:
       {"labels": rng.integers(0, k, (config.train.global_batch_size, h, w, d), dtype=np.int32),
        "class_labels": rng.integers(0, config.model.num_classes, config.train.global_batch_size,
                                     dtype=np.int32)})
-  state, metrics = step_fn(state, batch, metrics)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, metrics = step_fn(state, batch, metrics)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), compile_s
+  carry = [state, metrics]
+
+  def step():
+    carry[:] = step_fn(carry[0], batch, carry[1])
+    return carry
+
+  setup_s = time.perf_counter() - start
+  seconds, first_s, _ = timing.best_of(step, steps)
+  return seconds, setup_s + first_s
 
 
 def time_official(repo: str, config, steps: int, variant: str) -> float:
@@ -138,13 +135,7 @@ def time_official(repo: str, config, steps: int, variant: str) -> float:
     optimizer.step()
     model.update_ema()
 
-  step()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+  return timing.best_of(step, steps)[0]
 
 
 def run_aot():
@@ -208,6 +199,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)
