@@ -23,16 +23,20 @@ from grn_jax.aot import topology as topology_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
-                                lock_config=True)
-flags.DEFINE_string("topology", None, "Cloud TPU accelerator type per slice, e.g. v5p-64, "
-                    "v5e-256, v6e-64.")
-flags.DEFINE_integer("num_slices", 1, "Slices of --topology (> 1: multi-slice, hybrid mesh).")
-flags.DEFINE_enum("program", "train", list(aot.PROGRAMS), "Which program of the config.")
-flags.DEFINE_integer("batch", 0, "Rows of a sample / decode / encode_text call (0: the "
-                     "config's sample.batch_size, or one per batch device).")
-flags.DEFINE_string("json", None, "Also write the report as JSON to this path.")
-flags.mark_flags_as_required(["config", "topology"])
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program)."""
+  config_flags.DEFINE_config_file("config", None, "ml_collections config file.",
+                                  lock_config=True)
+  flags.DEFINE_string("topology", None, "Cloud TPU accelerator type per slice, e.g. v5p-64, "
+                      "v5e-256, v6e-64.")
+  flags.DEFINE_integer("num_slices", 1, "Slices of --topology (> 1: multi-slice, hybrid mesh).")
+  flags.DEFINE_enum("program", "train", list(aot.PROGRAMS), "Which program of the config.")
+  flags.DEFINE_integer("batch", 0, "Rows of a sample / decode / encode_text / denoise call (0: "
+                       "the config's sample.batch_size, or one per batch device).")
+  flags.DEFINE_string("json", None, "Also write the report as JSON to this path.")
+  flags.mark_flags_as_required(["config", "topology"])
 
 
 def main(argv):
@@ -48,4 +52,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

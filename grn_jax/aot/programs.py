@@ -12,7 +12,10 @@ donation, remat and scan settings:
   decode       grn_jax.tokenizer_io.make_decode_fn: HBQ labels -> images of the config's tokenizer
                (params replicated, one row per batch device unless --batch);
   encode_text  grn_jax.text.encoder.make_forward: the umT5 encoder of config.text_encoder on
-               prompts padded to its longest length bucket, params sharded by the logical rules.
+               prompts padded to its longest length bucket, params sharded by the logical rules;
+  denoise      T2I/T2V: one network pass of the sampler (models.build_t2iv(config.model), its
+               `denoise` method) on the labels of config.sample's size and a cached text prefix
+               of TEXT_TOKENS, params sharded by the logical rules (batch 2 = one guided prompt).
 
 Model FLOPs (ours, next to the compiler's count, which sees a loop body once): training uses
 the task's count (C2I: 3x the forward's matmuls, grn_jax.flops), else 3x the jaxpr count of the
@@ -24,6 +27,7 @@ is on: batch doubling) plus the decode; decode and encode_text count their jaxpr
 import dataclasses
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,13 +39,15 @@ from grn_jax import models
 from grn_jax import resolution
 from grn_jax import sharding
 from grn_jax import tokenizer_io
+from grn_jax.models import grn_t2iv
 from grn_jax.sampling import generate
 from grn_jax.sampling import guidance
 from grn_jax.sampling import refine
 from grn_jax.text import encoder as text_encoder
 from grn_jax.trainers import loop
 
-PROGRAMS = ("train", "sample", "decode", "encode_text")
+PROGRAMS = ("train", "sample", "decode", "encode_text", "denoise")
+TEXT_TOKENS = 512  # the official maximum prompt length (the denoise program's text prefix)
 
 
 @dataclasses.dataclass
@@ -218,7 +224,51 @@ def _encode_text(config: ml_collections.ConfigDict, mesh, batch: int) -> Program
                  "jaxpr matmul FLOPs", lambda: forward.lower(params, ids, mask))
 
 
-_BUILDERS = {"train": _train, "sample": _sample, "decode": _decode, "encode_text": _encode_text}
+def _denoise(config: ml_collections.ConfigDict, mesh, batch: int) -> Program:
+  if config.task not in ("t2i", "t2v"):
+    raise ValueError(f"--program=denoise is the T2I/T2V network pass; config.task="
+                     f"{config.task!r} (use --config=configs/t2iv.py:variant=2B,task=t2v).")
+  model = models.build_t2iv(config.model)
+  rules = sharding.rules_from_config(config.sharding_rules)
+  shape = decode_labels(config)[0]
+  h_div_w = resolution.nearest_template(config.sample.h_div_w)
+  batch = _check_batch(batch or batch_devices(mesh), mesh, "--batch")
+  key = jax.eval_shape(jax.random.key, 0)
+  one = lambda *s, dtype=jnp.float32: jax.ShapeDtypeStruct(s, dtype)
+  with nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(model.init, key, one(1, 1, 1, 1, shape[-1], dtype=jnp.int32), one(1),
+                           one(1, 1, config.model.text_dim), one(1, 1, dtype=jnp.bool_))
+  shardings = sharding.logical_shardings(boxed, mesh, rules)["params"]
+  params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        nn.unbox(boxed)["params"], shardings)
+  cache_sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, refine.BATCH_AXES))
+  kv = jax.ShapeDtypeStruct((config.model.depth, batch, TEXT_TOKENS, config.model.num_kv_heads,
+                             model.head_dim), jnp.float32, sharding=cache_sharding)
+  text = grn_t2iv.TextCache(kv, kv, jax.ShapeDtypeStruct(
+      (batch, TEXT_TOKENS), jnp.bool_, sharding=sharding.batch_sharding(mesh, 2)))
+  labels = jax.ShapeDtypeStruct((batch, *shape), jnp.int32,
+                                sharding=sharding.batch_sharding(mesh, len(shape) + 1))
+  scale = jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=sharding.batch_sharding(mesh, 1))
+
+  @jax.jit
+  def denoise(params, labels, scale, text):
+    with nn.logical_axis_rules(rules):
+      return model.apply({"params": params}, labels, scale, text, h_div_w=h_div_w,
+                         method="denoise")
+
+  settings = {k: config.model[k] for k in ("dtype", "remat_policy", "scan_layers",
+                                           "attention_impl")}
+  settings["tokens"] = int(np.prod(shape[:-1]))
+  return Program("denoise", mesh, batch, _describe(dict(labels=labels)), settings,
+                 flops.jaxpr_flops(denoise, _unsharded(params), _unsharded(labels),
+                                   _unsharded(scale), _unsharded(text)),
+                 "jaxpr matmul FLOPs (attention over the full sequence)",
+                 lambda: denoise.lower(params, labels, scale, text))
+
+
+_BUILDERS = {"train": _train, "sample": _sample, "decode": _decode, "encode_text": _encode_text,
+             "denoise": _denoise}
 
 
 def build(config: ml_collections.ConfigDict, program: str, mesh: jax.sharding.Mesh,

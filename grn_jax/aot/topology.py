@@ -84,7 +84,9 @@ def _check_libtpu() -> None:
 
 
 def set_compiler_environment(topology: str) -> None:
-  """Defaults that keep libtpu from looking for a TPU on this host (before it starts)."""
+  """Defaults that keep libtpu from looking for a TPU on this host (before it starts), and let
+  several compiling processes share it (no TPU is opened, so its lock file is not needed)."""
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", topology)
