@@ -2,7 +2,7 @@
 
 Two pod-sized programs are compiled (about 2-3 minutes each on 2 cores): the largest C2I train
 step (GRN-G, official global batch 1024, bfloat16, scanned blocks, FSDP over v5p-64's 32 chips)
-and the T2V-2B network pass at 480p x 81 frames (33,391 tokens per row, one row per chip); the
+and the T2V-2B network pass at 480p x 81 frames (33,390 visual tokens per row, one row per chip); the
 other rows of the table are left to `python -m grn_jax.benchmarks.aot_table`. The rest of the
 tests need no compile: topology names, meshes (hybrid across slices), errors.
 """
@@ -114,10 +114,12 @@ def test_t2v_2b_long_sequence_attention_is_the_splash_kernel(t2v_2b_denoise):
   report = t2v_2b_denoise
   assert report["settings"]["tokens"] == 21 * 30 * 53
   assert report["splash_attention"] and report["fits"]
-  # One head's N x N score matrix alone would take 2 bytes x 33,391^2 = 2.1 GiB; the whole
-  # program's temporaries stay below that, so no N x N buffer exists.
-  tokens = report["settings"]["tokens"] + 1 + 512
-  assert report["per_device"]["temp_bytes"] < 2 * tokens**2
+  # XLA's attention would hold the scores of every head, [heads, N, M] in bfloat16 per row:
+  # 18 x 33,391 x 33,903 x 2 bytes = 38 GiB per chip; with the splash kernel the temporaries of
+  # the whole pass (activations of one block, the MLP's included) are a small part of that.
+  queries = report["settings"]["tokens"] + 1
+  scores = 18 * queries * (queries + 512) * 2
+  assert report["per_device"]["temp_bytes"] < scores / 4
 
 
 def test_command_writes_the_json_report(tmp_path):
