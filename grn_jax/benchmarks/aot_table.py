@@ -6,8 +6,8 @@ r"""The TPU memory table: every pod-sized program compiled by the TPU compiler f
 
 Each row is one `python -m grn_jax.aot` command (printed in the table), run one after another
 in its own process (one big compile at a time); its JSON report lands in --out_dir/ROW.json and
-the table is printed in Markdown. A row's topology is the smallest slice it was found to fit on
-with its settings (docs/aot.md says what had to change).
+the table is printed in Markdown (docs/aot.md holds the last one, with what had to change to fit).
+A row's topology is the slice it is compiled for with its settings.
 """
 
 import dataclasses
