@@ -2,7 +2,7 @@
 
   python -m grn_jax.aot --config=configs/c2i.py:variant=G --topology=v5p-64 \
       --config.model.dtype=bfloat16 --config.model.scan_layers=True --config.mesh.data=1 \
-      --config.mesh.fsdp=-1 [--program=train|sample|decode|encode_text] [--json=PATH]
+      --config.mesh.fsdp=-1 [--program=train|sample|decode|encode_text|denoise] [--json=PATH]
 
   report = aot.compile_for_topology(config, "train", "v5p-64")   # a dict, the JSON below
 

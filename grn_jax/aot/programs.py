@@ -1,6 +1,6 @@
 """The programs the runs use, built for any mesh from abstract inputs (nothing is allocated).
 
-  program = build(config, "train", mesh)     # train | sample | decode | encode_text
+  program = build(config, "train", mesh)     # train | sample | decode | encode_text | denoise
   compiled = program.lower().compile()
 
 Each program is made by the project's own builder, the one a run calls, with its shardings,
