@@ -120,12 +120,12 @@ parse_args() {
 # The smallest TPU slice each job fits on, from the TPU memory table (docs/aot.md; made by
 # `python -m grn_jax.benchmarks.aot_table`, which compiles each program with the TPU compiler
 # for that slice). Training at the settings of the table's row (bf16, scanned blocks, FSDP over
-# the slice). GRN-L and GRN-H are smaller than GRN-G at the same batch: they fit where it fits
-# (smaller slices not compiled yet).
+# the slice).
 table_slice() {  # table_slice CONFIG: the accelerator type, or nothing if the table has no row
   case "$1" in
     configs/c2i.py|configs/c2i.py:variant=B*) printf 'v5p-16' ;;
-    configs/c2i.py:variant=[LHG]*) printf 'v5p-64' ;;
+    configs/c2i.py:variant=L*) printf 'v5p-32' ;;
+    configs/c2i.py:variant=[HG]*) printf 'v5p-64' ;;
   esac
 }
 

@@ -248,7 +248,7 @@ def test_pod_commands_print_the_slice_the_memory_table_says_the_job_needs():
   assert "v5p-8 is smaller than the v5p-64" in err
   out, err = dry_run_output("tpu_vm.sh", "all", "--zone=z", "--bucket=gs://b",
                             "--accelerator-type=v5p-128", "--config=configs/c2i.py:variant=L")
-  assert "needs v5p-64 or larger" in out and not err
+  assert "needs v5p-32 or larger" in out and not err
   out, _ = dry_run_output("xpk_multislice.sh", "submit", "--bucket=gs://b", "--zone=z",
                           "--project=p", "--tpu-type=v5p-128", "--num-slices=4")
   assert "configs/c2i.py:variant=B needs v5p-16 or larger per slice" in out
