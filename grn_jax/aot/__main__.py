@@ -51,6 +51,11 @@ def main(argv):
       json.dump(report, f, indent=1)
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
+  """Console script `grn-aot` (= python -m grn_jax.aot)."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()
