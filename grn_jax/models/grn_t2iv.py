@@ -297,8 +297,7 @@ class GRNT2IV(nn.Module):
                                    ("batch", "length", "act_embed"))
     cos, sin = layers.rope_3d_tables(positions[..., 0], positions[..., 1], positions[..., 2],
                                      self.head_dim)
-    x, _ = self.blocks(x, None, cos[:, :, None], sin[:, :, None], None,
-                       segments=(visual_ids, text_ids))
+    x, _ = self.blocks(x, None, cos[:, :, None], sin[:, :, None], None, (visual_ids, text_ids))
     logits = self.head_proj(self.head_norm(x[:, :num_visual]))
     return logits.reshape(batch, num_visual, dim, LABEL_CLASSES)
 
