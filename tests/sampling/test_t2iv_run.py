@@ -54,7 +54,7 @@ def test_videos_from_a_prompt_file_resume_exactly(tmp_path):
   long = " ".join(["word"] * 80)  # > max_length=64 byte tokens: skipped
   prompts.write_text("a cat\n# a comment\n\n" + long + "\na dog running\nthe sea\n")
   config = tiny_config("t2v", prompts=str(prompts), duration=0.25, batch_size=2,
-                       trajectory=True, cfg_interval=0.1)
+                       trajectory=True, cfg_interval=0.1, h_div_w=1.0)
   out = tmp_path / "t2v"
   summary = grn_main.run("t2v", config, str(tmp_path))
   assert summary["generated"] == 3 and len(summary["trajectories"]) == 6
