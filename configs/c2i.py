@@ -95,12 +95,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Optimisation (official: blr 5e-5 -> lr 2e-4 at batch 1024).
   config.optim = ml_collections.ConfigDict(dict(
       blr=5e-5,                   # lr = blr * global_batch / 256
+      lr_scaling="linear",
       b1=0.9,
       b2=0.95,
       weight_decay=0.0,
       grad_clip_norm=0.1,
       schedule="constant",        # constant | cosine (after warm-up)
       warmup_epochs=5,
+      warmup_steps=0,             # > 0: the warm-up in steps instead of epochs
       min_lr=0.0,
       eps=1e-8,
   ))

@@ -85,12 +85,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   config.optim = ml_collections.ConfigDict(dict(
       blr=0.064 if tiny else 1e-4,  # lr = blr * global_batch / 256
+      lr_scaling="linear",
       b1=0.9,
       b2=0.99,
       weight_decay=0.0,
       grad_clip_norm=1.0,
       schedule="cosine",
       warmup_epochs=0.0 if tiny else 0.05,
+      warmup_steps=0,
       min_lr=0.0,
       eps=1e-8,
   ))

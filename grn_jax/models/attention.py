@@ -19,8 +19,9 @@ Implementations (`impl`, from `config.model.attention_impl`):
     mask becoming a dense bias there; its XLA implementation elsewhere, so it also runs in the
     CPU tests).
   * 'splash': the Pallas TPU splash-attention kernel, under `shard_map` over the mesh axes of the
-    'batch' and 'act_heads' logical axes when a mesh is set; lengths are padded to its block size
-    and the padding masked; `interpret=True` off TPU (tests).
+    'batch' and 'act_heads' logical axes when a mesh is set, and of 'length' for the queries (a
+    sequence-sharded run: each device attends its query shard to the gathered keys); lengths
+    are padded to its block size and the padding masked; `interpret=True` off TPU (tests).
   * 'chunked': memory-bounded flash attention in plain XLA: query chunks (`lax.map`) times key
     chunks (`lax.scan`) with an online softmax; its custom VJP recomputes the probabilities per
     chunk pair, so neither pass holds more than a [block_q, block_kv] score tile per head.
@@ -282,11 +283,15 @@ def _splash(q, k, v, ids):
     return _splash_local(q, k, v, ids)
   batch_axes = _mesh_axes_dividing("batch", q.shape[0], mesh)
   head_axes = _mesh_axes_dividing("act_heads", math.gcd(q.shape[2], k.shape[2]), mesh)
-  spec = jax.sharding.PartitionSpec(batch_axes, None, head_axes, None)
-  ids_spec = jax.sharding.PartitionSpec(batch_axes, None)
-  ids_specs = None if ids is None else (ids_spec, ids_spec)
-  fn = jax.shard_map(_splash_local, in_specs=(spec, spec, spec, ids_specs), out_specs=spec,
-                     check_vma=False)
+  length_axes = _mesh_axes_dividing("length", q.shape[1], mesh)
+  if length_axes and set(length_axes) & set((batch_axes or ()) + (head_axes or ())):
+    length_axes = None  # a mesh axis shards one dimension at most
+  q_spec = jax.sharding.PartitionSpec(batch_axes, length_axes, head_axes, None)
+  kv_spec = jax.sharding.PartitionSpec(batch_axes, None, head_axes, None)
+  ids_specs = None if ids is None else (jax.sharding.PartitionSpec(batch_axes, length_axes),
+                                        jax.sharding.PartitionSpec(batch_axes, None))
+  fn = jax.shard_map(_splash_local, in_specs=(q_spec, kv_spec, kv_spec, ids_specs),
+                     out_specs=q_spec, check_vma=False)
   return fn(q, k, v, ids)
 
 

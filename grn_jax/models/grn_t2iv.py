@@ -19,6 +19,18 @@ RoPE positions (GRN-SPEC §G.3, §L.5-7): text token p (its rank among the valid
 (p, 0, 0); the scale token -> (512, 0, 0); visual token (f, y, x) -> (600 + f,
 round(y * uph / h), round(x * upw / w)) with (uph, upw) of the aspect template nearest h_div_w.
 
+Training runs packed rows instead (`packed`, the official sequence packing; grn_jax/data/packing.py
+builds the rows): several examples' visual tokens and scale tokens, then their texts, in one
+sequence [B, V + L] with segment ids; each layer makes two attention calls with plain segment
+equality, so every attention impl applies: visual-region queries against the whole row (a visual
+or scale token sees its own example's visual, scale and text tokens), text queries against the
+text region (a text token sees its own text only). A packed row's logits equal the sampling path
+(encode_text + denoise) of each of its examples (tests/models/test_grn_t2iv_packed.py).
+
+  packed: labels int [B, V, D], scale float32 [B, S], features [B, L, text_dim],
+          visual_ids int32 [B, V], text_ids int32 [B, L] (example 1..S, 0 = padding),
+          positions int32 [B, V + L, 3] -> logits float32 [B, V, D, 2]
+
 The residual stream is float32 (as the official bf16-autocast run keeps it); matmuls run in
 `dtype`, the output head in float32.
 """
@@ -92,7 +104,7 @@ class Attention(nn.Module):
   impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x, text_kv, cos, sin, kv_mask):
+  def __call__(self, x, text_kv, cos, sin, kv_mask, segments=None):
     dt = self.dtype
     q = _dense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), dt, "q_proj")(x)
     k = _dense((self.num_kv_heads, self.head_dim), ("embed", "kv_heads", "kv"), dt, "k_proj")(x)
@@ -101,13 +113,32 @@ class Attention(nn.Module):
     k = layers.apply_rope(layers.RMSNorm(name="k_norm")(k.astype(jnp.float32)), cos, sin)
     q = nn.with_logical_constraint(q.astype(dt), ("batch", "length", "act_heads", "kv"))
     k = nn.with_logical_constraint(k.astype(dt), ("batch", "length", "act_kv_heads", "kv"))
-    keys, values = k, v
-    if text_kv is not None:
-      keys = jnp.concatenate([text_kv[0].astype(dt), k], axis=1)
-      values = jnp.concatenate([text_kv[1].astype(dt), v], axis=1)
-    out = attention.attention(q, keys, values, kv_mask=kv_mask, impl=self.impl)
+    if segments is not None:
+      out = packed_attention(q, k, v, *segments, impl=self.impl)
+    else:
+      keys, values = k, v
+      if text_kv is not None:
+        keys = jnp.concatenate([text_kv[0].astype(dt), k], axis=1)
+        values = jnp.concatenate([text_kv[1].astype(dt), v], axis=1)
+      out = attention.attention(q, keys, values, kv_mask=kv_mask, impl=self.impl)
     out = _dense((x.shape[-1],), ("heads", "kv", "embed"), dt, "o_proj", in_dims=2)(out)
     return out, (k, v)
+
+
+def packed_attention(q, k, v, visual_ids, text_ids, impl: str = "auto"):
+  """Attention of a packed row [visual region V | text region L] (see the module docstring).
+
+  q [B, V + L, Hq, hd], k, v [B, V + L, Hkv, hd]; visual_ids int [B, V], text_ids int [B, L]
+  (example 1..S, 0 = padding: padded keys are masked, padded queries return zeros).
+  """
+  num_visual = visual_ids.shape[1]
+  ids = jnp.concatenate([visual_ids, text_ids], axis=1)
+  visual = attention.attention(q[:, :num_visual], k, v, kv_mask=ids > 0, q_segment_ids=visual_ids,
+                               kv_segment_ids=ids, impl=impl)
+  text = attention.attention(q[:, num_visual:], k[:, num_visual:], v[:, num_visual:],
+                             kv_mask=text_ids > 0, q_segment_ids=text_ids,
+                             kv_segment_ids=text_ids, impl=impl)
+  return jnp.concatenate([visual, text], axis=1)
 
 
 class GatedMLP(nn.Module):
@@ -125,7 +156,8 @@ class GatedMLP(nn.Module):
 
 class Block(nn.Module):
   """One Qwen3 block. x float32 [B, S, C]; text_kv None (text pass) or this layer's text
-  (keys, values) [B, L, Hkv, hd]. Returns (x, this pass's (k, v) or None) for nn.scan."""
+  (keys, values) [B, L, Hkv, hd]; segments None or (visual_ids, text_ids) of a packed row.
+  Returns (x, the text pass's (k, v), else None) for nn.scan."""
   num_heads: int
   num_kv_heads: int
   head_dim: int
@@ -134,22 +166,24 @@ class Block(nn.Module):
   attention_impl: str = "auto"
 
   @nn.compact
-  def __call__(self, x, text_kv, cos, sin, kv_mask):
+  def __call__(self, x, text_kv, cos, sin, kv_mask, segments=None):
     h = layers.RMSNorm(name="input_layernorm")(x)
     out, kv = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.dtype,
-                        self.attention_impl, name="attn")(h, text_kv, cos, sin, kv_mask)
+                        self.attention_impl, name="attn")(h, text_kv, cos, sin, kv_mask,
+                                                          segments)
     x = x + out.astype(jnp.float32)
     h = layers.RMSNorm(name="post_attention_layernorm")(x)
     x = x + GatedMLP(self.mlp_width, self.dtype, name="mlp")(h).astype(jnp.float32)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-    return x, (kv if text_kv is None else None)
+    return x, (kv if text_kv is None and segments is None else None)
 
 
 class BlockStack(nn.Module):
   """`depth` blocks, unrolled (params `block_{i}`) or scanned (stacked `layers`), optional remat.
 
   Text pass (text_kv None): returns (x, stacked per-layer (k, v) [depth, B, L, Hkv, hd]).
-  Visual pass: text_kv is that stack; returns (x, None).
+  Visual pass: text_kv is that stack; returns (x, None). Packed pass: `segments` given (text_kv
+  None); returns (x, None).
   """
   depth: int
   block: dict
@@ -157,22 +191,23 @@ class BlockStack(nn.Module):
   scan: bool = False
 
   @nn.compact
-  def __call__(self, x, text_kv, cos, sin, kv_mask):
+  def __call__(self, x, text_kv, cos, sin, kv_mask, segments=None):
     block_cls = Block
     if self.remat_policy != "none":
       block_cls = nn.remat(Block, policy=REMAT_POLICIES[self.remat_policy],
                            prevent_cse=not self.scan)
     if self.scan:
       scanned = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=self.depth,
-                        metadata_params={nn.PARTITION_NAME: "layers"})
-      return scanned(**self.block, name="layers")(x, text_kv, cos, sin, kv_mask)
+                        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                        length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
+      return scanned(**self.block, name="layers")(x, text_kv, cos, sin, kv_mask, segments)
     per_layer = []
     for i in range(self.depth):
       layer_kv = None if text_kv is None else (text_kv[0][i], text_kv[1][i])
-      x, kv = block_cls(**self.block, name=f"block_{i}")(x, layer_kv, cos, sin, kv_mask)
+      x, kv = block_cls(**self.block, name=f"block_{i}")(x, layer_kv, cos, sin, kv_mask,
+                                                         segments)
       per_layer.append(kv)
-    if text_kv is not None:
+    if text_kv is not None or segments is not None:
       return x, None
     return x, jax.tree.map(lambda *a: jnp.stack(a), *per_layer)
 
@@ -261,6 +296,44 @@ class GRNT2IV(nn.Module):
     logits = self.head_proj(self.head_norm(x[:, :tokens]))
     return logits.reshape(batch, frames, height, width, dim, LABEL_CLASSES)
 
+  def packed(self, labels: jnp.ndarray, scale: jnp.ndarray, features: jnp.ndarray,
+             visual_ids: jnp.ndarray, text_ids: jnp.ndarray, positions: jnp.ndarray
+             ) -> jnp.ndarray:
+    """Logits float32 [B, V, D, 2] of packed rows (the training forward).
+
+    Args:
+      labels: int [B, V, D] bit labels of the visual region (any value at scale tokens and
+        padding).
+      scale: float32 [B, S] keep ratio of each example's scale token (nominal, as the
+        official trainer).
+      features: float [B, L, text_dim] text features of the text region (ignored at padding).
+      visual_ids, text_ids: int32 [B, V], [B, L]: example 1..S of each slot, 0 = padding.
+      positions: int32 [B, V + L, 3] RoPE (frame, height, width) of every slot; a visual-region
+        slot at frame position 512 is its example's scale token.
+    """
+    labels, scale = jnp.asarray(labels), jnp.asarray(scale, jnp.float32)
+    features, positions = jnp.asarray(features), jnp.asarray(positions)
+    visual_ids, text_ids = jnp.asarray(visual_ids), jnp.asarray(text_ids)
+    self._check_packed_inputs(labels, scale, features, visual_ids, text_ids, positions)
+    batch, num_visual, dim = labels.shape
+    x = self.word_embed(hbq.onehot_label_major(labels, LABEL_CLASSES, self.dtype))
+    scale_tokens = self.pt_embedder(scale.reshape(-1)).astype(jnp.float32)
+    scale_tokens = scale_tokens.reshape(batch, scale.shape[1], self.hidden_size)
+    example = jnp.maximum(visual_ids - 1, 0)
+    is_scale = (positions[:, :num_visual, 0] == SCALE_TOKEN_POSITION) & (visual_ids > 0)
+    x = jnp.where(is_scale[..., None],
+                  jnp.take_along_axis(scale_tokens, example[..., None], axis=1),
+                  x.astype(jnp.float32))
+    text = self.text_proj(jnp.where((text_ids > 0)[..., None], features, 0))
+    x = nn.with_logical_constraint(jnp.concatenate([x, text.astype(jnp.float32)], axis=1),
+                                   ("batch", "length", "act_embed"))
+    cos, sin = layers.rope_3d_tables(positions[..., 0], positions[..., 1], positions[..., 2],
+                                     self.head_dim)
+    x, _ = self.blocks(x, None, cos[:, :, None], sin[:, :, None], None,
+                       segments=(visual_ids, text_ids))
+    logits = self.head_proj(self.head_norm(x[:, :num_visual]))
+    return logits.reshape(batch, num_visual, dim, LABEL_CLASSES)
+
   def __call__(self, labels: jnp.ndarray, scale: jnp.ndarray, features: jnp.ndarray,
                mask: jnp.ndarray, h_div_w: float = 1.0) -> jnp.ndarray:
     """encode_text then denoise."""
@@ -282,6 +355,25 @@ class GRNT2IV(nn.Module):
       raise ValueError(f"text must come from encode_text of this model for {batch} prompts: "
                        f"keys/values {want} and mask {(batch, want[2])}, got "
                        f"{text.keys.shape}, {text.values.shape}, {text.mask.shape}.")
+
+
+  def _check_packed_inputs(self, labels, scale, features, visual_ids, text_ids, positions):
+    if labels.ndim != 3 or labels.shape[-1] != self.labels_per_token:
+      raise ValueError(f"packed labels must be int [batch, visual_tokens, "
+                       f"{self.labels_per_token}], got {labels.shape}.")
+    batch, num_visual = labels.shape[:2]
+    if features.ndim != 3 or features.shape[0] != batch or features.shape[-1] != self.text_dim:
+      raise ValueError(f"packed text features must be float [{batch}, text_tokens, "
+                       f"{self.text_dim}] (text_dim), got {features.shape}.")
+    num_text = features.shape[1]
+    want = {"visual_ids": (visual_ids, (batch, num_visual)),
+            "text_ids": (text_ids, (batch, num_text)),
+            "positions": (positions, (batch, num_visual + num_text, 3))}
+    for name, (array, shape) in want.items():
+      if array.shape != shape or not jnp.issubdtype(array.dtype, jnp.integer):
+        raise ValueError(f"packed {name} must be int {shape}, got {array.dtype} {array.shape}.")
+    if scale.ndim != 2 or scale.shape[0] != batch:
+      raise ValueError(f"packed scale must be float [{batch}, max_samples], got {scale.shape}.")
 
 
 MODEL_FIELDS = ("hidden_size", "depth", "num_heads", "num_kv_heads", "mlp_ratio", "block_chunks",

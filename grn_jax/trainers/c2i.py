@@ -42,11 +42,11 @@ from grn_jax.models import validate_model_config
 from grn_jax.sampling import c2i as c2i_sampling
 from grn_jax.trainers import state as state_lib
 from grn_jax.trainers import task as task_lib
+from grn_jax.trainers.metrics import KeepRatioAccuracy, cross_entropy
 
 CONFIG_FIELDS = ("task", "mode", "seed", "model", "tokenizer", "data", "train", "optim",
                  "corruption", "sample", "eval", "mesh", "sharding_rules")
 CORRUPTION_FIELDS = ("keep_logit_mean", "keep_logit_std", "label_drop_prob")
-NUM_KEEP_BINS = 10  # accuracy per keep-ratio decile, as the official logs
 # The fixed sin-cos table never moves (requires_grad=False in the official code); no weight
 # decay on 1-D tensors and biases.
 PARAM_GROUPS = state_lib.ParamGroups(frozen=("pos_embed",), no_decay=("bias",))
@@ -118,18 +118,6 @@ def corrupt(key: jax.Array, labels: jnp.ndarray, class_labels: jnp.ndarray, *,
   return inputs, keep_ratio, class_labels
 
 
-def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
-  """Per-element CE in float32. logits [..., K], targets int [...] -> float32 [...]."""
-  logits = logits.astype(jnp.float32)
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  return jax.nn.logsumexp(logits, axis=-1) - target_logit
-
-
-def keep_ratio_bins(keep_ratio: jnp.ndarray) -> jnp.ndarray:
-  """Official decile index min(int(t / 0.1), 9). float [B] -> int32 [B]."""
-  return jnp.minimum(jnp.floor(keep_ratio / 0.1), NUM_KEEP_BINS - 1).astype(jnp.int32)
-
-
 def train_loss(params: Any, batch: dict[str, jnp.ndarray], key: jax.Array, *,
                apply_fn: Callable, config: ml_collections.ConfigDict
                ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
@@ -159,32 +147,6 @@ def train_loss(params: Any, batch: dict[str, jnp.ndarray], key: jax.Array, *,
   per_example = jnp.mean(correct, axis=tuple(range(1, correct.ndim)))
   return loss, dict(accuracy=jnp.mean(per_example), per_example_accuracy=per_example,
                     keep_ratio=keep_ratio)
-
-
-@flax.struct.dataclass
-class KeepRatioAccuracy(clu_metrics.Metric):
-  """Accuracy per keep-ratio decile: sums of per-example accuracies and counts (the official
-  all-reduce), reported as `accuracy/keep_0.3_0.4` for the deciles that saw examples."""
-  correct: jnp.ndarray   # float32 [NUM_KEEP_BINS]
-  count: jnp.ndarray     # float32 [NUM_KEEP_BINS]
-
-  @classmethod
-  def empty(cls) -> "KeepRatioAccuracy":
-    return cls(correct=jnp.zeros(NUM_KEEP_BINS, jnp.float32),
-               count=jnp.zeros(NUM_KEEP_BINS, jnp.float32))
-
-  @classmethod
-  def from_model_output(cls, *, per_example_accuracy, keep_ratio, **_) -> "KeepRatioAccuracy":
-    onehot = jax.nn.one_hot(keep_ratio_bins(keep_ratio), NUM_KEEP_BINS, dtype=jnp.float32)
-    return cls(correct=per_example_accuracy @ onehot, count=jnp.sum(onehot, axis=0))
-
-  def merge(self, other: "KeepRatioAccuracy") -> "KeepRatioAccuracy":
-    return KeepRatioAccuracy(self.correct + other.correct, self.count + other.count)
-
-  def compute(self) -> dict[str, float]:
-    correct, count = np.asarray(self.correct), np.asarray(self.count)
-    return {f"accuracy/keep_{i / 10:.1f}_{(i + 1) / 10:.1f}": correct[i] / count[i]
-            for i in range(NUM_KEEP_BINS) if count[i] > 0}
 
 
 @flax.struct.dataclass

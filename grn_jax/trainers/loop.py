@@ -33,6 +33,7 @@ numbers of an uninterrupted one, and (partitionable threefry) the same on any me
 """
 
 import dataclasses
+import math
 import signal
 import threading
 import time
@@ -134,7 +135,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   tx = state_lib.make_optimizer(config, num_examples, task.param_groups)
   lr_fn = state_lib.learning_rate_fn(config, num_examples)
   decays = tuple(float(d) for d in config.train.ema_decays)
-  init_batch = mesh.shape["data"] * mesh.shape["fsdp"]
+  init_batch = batch_shards(config, mesh)[1]
   seed = int(config.seed)
 
   def init():
@@ -199,13 +200,23 @@ def compile_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   return build_program(config, mesh, num_examples).compile()
 
 
+def batch_shards(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+                 ) -> tuple[tuple[str, ...], int]:
+  """(mesh axes of the 'batch' logical axis, their size): ('data', 'fsdp') by default; only
+  'data' when config.sharding_rules shard the sequence over 'fsdp' instead."""
+  rules = sharding.rules_from_config(config.sharding_rules)
+  axes = nn.logical_to_mesh_axes(("batch",), rules)[0]
+  axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+  return axes, int(math.prod(mesh.shape[a] for a in axes))
+
+
 def check_batch(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
   """The global batch splits over the mesh's batch devices and the processes."""
   batch = config.train.global_batch_size
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  axes, shards = batch_shards(config, mesh)
   if batch % shards:
-    raise ValueError(f"config.train.global_batch_size={batch} must be divisible by the data x "
-                     f"fsdp mesh size {shards}.")
+    raise ValueError(f"config.train.global_batch_size={batch} must be divisible by the "
+                     f"{' x '.join(axes)} mesh size {shards}.")
   if batch % jax.process_count():
     raise ValueError(f"config.train.global_batch_size={batch} must be divisible by the "
                      f"{jax.process_count()} processes.")

@@ -5,6 +5,8 @@
 LoopMetrics is what every family reports (means of loss and gradient norm, the last learning
 rate); the task adds its own Collection; FirstNonFinite remembers the first step whose loss or
 gradient norm was NaN or inf, so the loop can stop before saving without a host sync per step.
+Shared by the GRN tasks (C2I, T2I/T2V): the per-element `cross_entropy` and the accuracy per
+keep-ratio decile (`KeepRatioAccuracy`), as the official logs.
 """
 
 from clu import metrics as clu_metrics
@@ -14,6 +16,50 @@ import jax.numpy as jnp
 import numpy as np
 
 _NO_STEP = np.iinfo(np.int32).max
+NUM_KEEP_BINS = 10  # accuracy per keep-ratio decile, as the official logs
+
+
+def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
+  """Per-element CE in float32. logits [..., K], targets int [...] -> float32 [...]."""
+  logits = logits.astype(jnp.float32)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  return jax.nn.logsumexp(logits, axis=-1) - target_logit
+
+
+def keep_ratio_bins(keep_ratio: jnp.ndarray) -> jnp.ndarray:
+  """Official decile index min(int(t / 0.1), 9). float [B] -> int32 [B]."""
+  return jnp.minimum(jnp.floor(keep_ratio / 0.1), NUM_KEEP_BINS - 1).astype(jnp.int32)
+
+
+@flax.struct.dataclass
+class KeepRatioAccuracy(clu_metrics.Metric):
+  """Accuracy per keep-ratio decile: sums of per-example accuracies and counts (the official
+  all-reduce), reported as `accuracy/keep_0.3_0.4` for the deciles that saw examples. An example
+  of weight 0 (`example_weight`, e.g. an empty slot of a packed row) counts nowhere."""
+  correct: jnp.ndarray   # float32 [NUM_KEEP_BINS]
+  count: jnp.ndarray     # float32 [NUM_KEEP_BINS]
+
+  @classmethod
+  def empty(cls) -> "KeepRatioAccuracy":
+    return cls(correct=jnp.zeros(NUM_KEEP_BINS, jnp.float32),
+               count=jnp.zeros(NUM_KEEP_BINS, jnp.float32))
+
+  @classmethod
+  def from_model_output(cls, *, per_example_accuracy, keep_ratio, example_weight=None,
+                        **_) -> "KeepRatioAccuracy":
+    per_example_accuracy, keep_ratio = per_example_accuracy.reshape(-1), keep_ratio.reshape(-1)
+    onehot = jax.nn.one_hot(keep_ratio_bins(keep_ratio), NUM_KEEP_BINS, dtype=jnp.float32)
+    if example_weight is not None:
+      onehot = onehot * example_weight.reshape(-1, 1).astype(jnp.float32)
+    return cls(correct=per_example_accuracy @ onehot, count=jnp.sum(onehot, axis=0))
+
+  def merge(self, other: "KeepRatioAccuracy") -> "KeepRatioAccuracy":
+    return KeepRatioAccuracy(self.correct + other.correct, self.count + other.count)
+
+  def compute(self) -> dict[str, float]:
+    correct, count = np.asarray(self.correct), np.asarray(self.count)
+    return {f"accuracy/keep_{i / 10:.1f}_{(i + 1) / 10:.1f}": correct[i] / count[i]
+            for i in range(NUM_KEEP_BINS) if count[i] > 0}
 
 
 @flax.struct.dataclass

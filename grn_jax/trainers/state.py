@@ -7,8 +7,10 @@
 Sections (their fields are TRAIN_FIELDS and OPTIM_FIELDS; defaults live in the config files):
   train   global_batch_size, num_epochs, total_steps, train_examples, ema_decays, ... (the
           periods and checkpoint options are read by grn_jax/trainers/loop.py)
-  optim   blr (lr = blr * global_batch_size / 256), b1, b2, eps, weight_decay, grad_clip_norm,
-          schedule (constant | cosine after a linear warm-up of warmup_epochs), min_lr
+  optim   blr (peak lr = blr * global_batch_size / 256 with lr_scaling 'linear', blr itself
+          with 'none'), b1, b2, eps, weight_decay, grad_clip_norm, schedule (constant | cosine
+          after a linear warm-up of warmup_steps steps, or of warmup_epochs epochs when
+          warmup_steps is 0), min_lr
 
 What differs between families is data, not code: `ParamGroups` names the leaves that never move
 (C2I: the fixed sin-cos `pos_embed`, official requires_grad=False) and the leaves without weight
@@ -29,9 +31,10 @@ from grn_jax import config_check
 TRAIN_FIELDS = ("global_batch_size", "num_epochs", "total_steps", "train_examples", "ema_decays",
                 "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
                 "async_checkpointing", "init_from", "sample_every_steps", "peak_flops_per_device")
-OPTIM_FIELDS = ("blr", "b1", "b2", "weight_decay", "grad_clip_norm", "schedule", "warmup_epochs",
-                "min_lr", "eps")
+OPTIM_FIELDS = ("blr", "lr_scaling", "b1", "b2", "weight_decay", "grad_clip_norm", "schedule",
+                "warmup_epochs", "warmup_steps", "min_lr", "eps")
 SCHEDULES = ("constant", "cosine")
+LR_SCALINGS = ("linear", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,13 @@ def check_sections(config: ml_collections.ConfigDict) -> None:
   if optim.schedule not in SCHEDULES:
     raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}, got "
                      f"{optim.schedule!r}.")
+  if optim.lr_scaling not in LR_SCALINGS:
+    raise ValueError(f"config.optim.lr_scaling must be one of {LR_SCALINGS}, got "
+                     f"{optim.lr_scaling!r}.")
+  if optim.warmup_steps < 0 or (optim.warmup_steps > 0 and optim.warmup_epochs > 0):
+    raise ValueError(f"config.optim: give the warm-up in warmup_steps (>= 0, got "
+                     f"{optim.warmup_steps}) or in warmup_epochs (got {optim.warmup_epochs}), "
+                     "not both.")
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int | None = None) -> int:
@@ -97,17 +107,26 @@ def total_steps(config: ml_collections.ConfigDict, num_examples: int | None = No
   return int(config.train.num_epochs * steps_per_epoch(config, num_examples))
 
 
+def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
+  """blr * global_batch_size / 256 (lr_scaling 'linear', C2I) or blr ('none', T2I/T2V)."""
+  optim = config.optim
+  if optim.lr_scaling == "linear":
+    return optim.blr * config.train.global_batch_size / 256
+  return float(optim.blr)
+
+
 def learning_rate_fn(config: ml_collections.ConfigDict,
                      num_examples: int | None = None) -> optax.Schedule:
-  """lr(step): linear warm-up from 0 over warmup_epochs, then constant or half-cosine.
+  """lr(step): linear warm-up from 0 over warmup_steps (or warmup_epochs), then constant or
+  half-cosine.
 
-  The peak is blr * global_batch_size / 256; the cosine reaches min_lr after num_epochs epochs
-  (a run cut short by train.total_steps keeps the schedule of the whole run).
+  The peak is `peak_learning_rate`; the cosine reaches min_lr after num_epochs epochs (a run cut
+  short by train.total_steps keeps the schedule of the whole run).
   """
   optim = config.optim
-  peak = optim.blr * config.train.global_batch_size / 256
+  peak = peak_learning_rate(config)
   per_epoch = steps_per_epoch(config, num_examples)
-  warmup = max(int(round(optim.warmup_epochs * per_epoch)), 0)
+  warmup = int(optim.warmup_steps) or max(int(round(optim.warmup_epochs * per_epoch)), 0)
   total = config.train.num_epochs * per_epoch
   if optim.schedule == "constant":
     after = optax.constant_schedule(peak)

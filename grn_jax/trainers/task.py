@@ -2,7 +2,7 @@
 
   task = make_task(config)      # the Task of config.task, after its config check
 
-A family's task (grn_jax/trainers/c2i.py, tokenizer.py) is a class built from the whole config
+A family's task (grn_jax/trainers/c2i.py, tokenizer.py, t2iv.py) is a class built from the whole config
 that says how to init the params, the pure loss, the step's batch (shapes, dtypes and logical
 axes), the input iterator, how a host batch becomes the global device batch, its metrics and
 its sampling hook. grn_jax/trainers/loop.py does everything else, the same for every family.
@@ -23,6 +23,8 @@ from grn_jax.trainers import state as state_lib
 TASKS = {
     "c2i": "grn_jax.trainers.c2i:C2ITask",
     "tokenizer": "grn_jax.trainers.tokenizer:TokenizerTask",
+    "t2i": "grn_jax.trainers.t2iv:T2IVTask",
+    "t2v": "grn_jax.trainers.t2iv:T2IVTask",
 }
 
 BatchSpec = dict[str, tuple[jax.ShapeDtypeStruct, tuple[str | None, ...]]]

@@ -39,25 +39,6 @@ def test_corrupt_statistics_match_the_official_recipe():
   np.testing.assert_array_equal(np.asarray(dropped)[~drop], np.asarray(classes)[~drop])
 
 
-def test_bins_and_cross_entropy_values():
-  np.testing.assert_array_equal(
-      c2i.keep_ratio_bins(jnp.array([0.0, 0.099, 0.1, 0.55, 0.999, 1.0])),
-      [0, 0, 1, 5, 9, 9])
-  logits = jnp.log(jnp.array([[0.5, 0.25, 0.25]]))
-  np.testing.assert_allclose(c2i.cross_entropy(logits, jnp.array([1])), [math.log(4)],
-                             rtol=1e-6)
-
-
-def test_keep_ratio_accuracy_metric_sums_and_names():
-  first = c2i.KeepRatioAccuracy.from_model_output(
-      per_example_accuracy=jnp.array([1.0, 0.5, 0.25]), keep_ratio=jnp.array([0.05, 0.07, 0.95]))
-  second = c2i.KeepRatioAccuracy.from_model_output(
-      per_example_accuracy=jnp.array([0.0]), keep_ratio=jnp.array([0.91]))
-  merged = c2i.KeepRatioAccuracy.empty().merge(first).merge(second)
-  assert merged.compute() == pytest.approx({"accuracy/keep_0.0_0.1": 0.75,
-                                            "accuracy/keep_0.9_1.0": 0.125})
-
-
 def _program(config, mesh):
   program = loop.build_program(config, mesh, 256)
   rng = np.random.default_rng(0)

@@ -35,6 +35,12 @@ def test_learning_rate_schedule_golden_values():
   config.optim.schedule = "linear"
   with pytest.raises(ValueError, match="config.optim.schedule"):
     state_lib.learning_rate_fn(config)
+  # The T2I/T2V recipe: lr = blr whatever the batch, warm-up in steps.
+  config.optim.update(schedule="constant", lr_scaling="none", warmup_epochs=0, warmup_steps=4,
+                      blr=2e-5)
+  lr = state_lib.learning_rate_fn(config)
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 2, 4, 50)], [0.0, 1e-5, 2e-5, 2e-5],
+                             rtol=1e-6)
 
 
 def test_run_length_from_epochs_or_total_steps():
@@ -111,6 +117,14 @@ def test_section_checks_name_the_field():
   with pytest.raises(ValueError, match="config.optim.blr must be > 0"):
     state_lib.check_sections(config)
   config = _config()
-  config.optim.warmup_steps = 10
-  with pytest.raises(ValueError, match=r"config.optim: .*unknown fields \['warmup_steps'\]"):
+  config.optim.warmup_iters = 10
+  with pytest.raises(ValueError, match=r"config.optim: .*unknown fields \['warmup_iters'\]"):
+    state_lib.check_sections(config)
+  config = _config()
+  config.optim.warmup_steps = 10  # and warmup_epochs 5
+  with pytest.raises(ValueError, match="warmup_steps .* or in warmup_epochs .* not both"):
+    state_lib.check_sections(config)
+  config = _config()
+  config.optim.lr_scaling = "sqrt"
+  with pytest.raises(ValueError, match="config.optim.lr_scaling must be one of"):
     state_lib.check_sections(config)
