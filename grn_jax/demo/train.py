@@ -65,7 +65,7 @@ def grn_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
   return state_lib.total_steps(config, num_examples)
 
 
-class _ProgressBar:
+class ProgressBar:
   """A loop hook: moves a tqdm bar every step and keeps the last flushed metrics."""
 
   def __init__(self, desc: str, total: int):
@@ -92,7 +92,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, workdir: str, images: np.
     (params as numpy, the last logged loss, l1, l2 and grad_norm; None if nothing was trained).
   """
   run = tokenizer_config(config)
-  bar = _ProgressBar("tokenizer", state_lib.total_steps(run, len(images)))
+  bar = ProgressBar("tokenizer", state_lib.total_steps(run, len(images)))
   try:
     state = loop.train(run, os.path.join(workdir, TOKENIZER_RUN), dataset=images, hooks=[bar])
   finally:
@@ -105,7 +105,7 @@ def train_grn(config: ml_collections.ConfigDict, workdir: str, labels: np.ndarra
               classes: np.ndarray) -> state_lib.TrainState:
   """Trains (or resumes) the demo's GRN on labels int32 [N, h, w, D], classes int32 [N]."""
   run = grn_config(config)
-  bar = _ProgressBar("GRN", grn_steps(run, len(labels)))
+  bar = ProgressBar("GRN", grn_steps(run, len(labels)))
   try:
     return loop.train(run, workdir, dataset=(labels, classes), hooks=[bar])
   finally:
