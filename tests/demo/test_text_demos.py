@@ -72,3 +72,22 @@ def test_t2v_demo_at_test_size(tmp_path):
   with np.load(tmp_path / "i2v.npz") as data:
     assert data["videos"].shape == (2, 9, 32, 32, 3) and data["images"].shape == (2, 32, 32, 3)
   assert len(summary["i2v_frame0_psnr_db"]) == 2
+
+
+def test_demo_configs_are_valid_and_bad_fields_are_named():
+  import pytest  # pylint: disable=g-import-not-at-top
+  from grn_jax.demo import text_demo  # pylint: disable=g-import-not-at-top
+  for module, task in ((demo_t2i, "t2i"), (demo_t2v, "t2v")):
+    for size in ("default", "test"):
+      config = module.get_config(f"size={size}")
+      text_demo.validate_config(config, text_demo.demo_fields(task))
+      grn_main.validate_config(config)
+    config.demo.sample_params = "ema_3"
+    with pytest.raises(ValueError, match="config.demo.sample_params"):
+      grn_main.validate_config(config)
+    config = module.get_config("size=test")
+    config.tokenizer_train.reconstruction.num_frames = 4
+    with pytest.raises(ValueError, match="config.tokenizer_train .*num_frames"):
+      grn_main.validate_config(config)
+    with pytest.raises(ValueError, match="size must be"):
+      module.get_config("size=big")
