@@ -27,7 +27,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from grn_jax import checkpointing
 from grn_jax import models
 from grn_jax import sharding
 from grn_jax import tokenizer_io

@@ -11,6 +11,7 @@
 """
 
 import os
+import shutil
 from typing import Any, Sequence
 
 import jax
@@ -182,9 +183,7 @@ def grn_stage(config, workdir: str, dataset: captioned.CaptionedArrays, tag: str
   params = state.params if which == "params" else state.ema_params[int(which[4:])]
   params = jax.device_get(params)
   path = os.path.join(workdir, "grn_params")
-  if os.path.exists(path):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(path)
+  shutil.rmtree(path, ignore_errors=True)   # this run's params replace an earlier run's
   checkpointing.save_params(path, params)
   return params
 
