@@ -82,8 +82,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A row packs up to 4 digits: 4 x (2 x 2 tokens + the scale token), 4 captions of <= 12 tokens.
   config.packing.update(visual_tokens=20, text_tokens=48, max_samples=4)
   config.corruption.p_first_frame = 0.0
-  config.train.update(global_batch_size=4 if test else 32, total_steps=3 if test else 2000,
-                      num_epochs=1, checkpoint_every_steps=3 if test else 1000)
+  # The cosine learning rate spans num_epochs epochs of packed rows (5391 captions / 4 per row
+  # / 32 rows = 42 steps an epoch): 40 epochs, about 1700 steps.
+  config.train.update(global_batch_size=4 if test else 32, total_steps=3 if test else -1,
+                      num_epochs=1 if test else 40, checkpoint_every_steps=3 if test else 500)
   config.optim.warmup_steps = 1 if test else 100
   config.sample.update(num_steps=3 if test else 25, schedule_tmax=3 if test else 25,
                        cfg_scale=3.0, batch_size=20 if test else 100)
