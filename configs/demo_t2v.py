@@ -26,10 +26,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A row packs up to 4 clips: 4 x (3 x 2 x 2 tokens + the scale token), 4 captions of <= 14.
   config.packing.update(visual_tokens=52, text_tokens=56, max_samples=4)
   config.corruption.p_first_frame = 0.1     # image-to-video training: frame 0 kept, no loss
-  # The cosine learning rate spans num_epochs epochs of packed rows (3578 clips / 4 per row /
-  # 32 rows = 28 steps an epoch): 60 epochs, about 1700 steps.
+  # The run is num_epochs epochs of the 3578 clips at 32 (rows) per step, 112 steps each, and
+  # the cosine learning rate spans it.
   config.train.update(global_batch_size=4 if test else 32, total_steps=3 if test else -1,
-                      num_epochs=1 if test else 60, checkpoint_every_steps=3 if test else 500)
+                      num_epochs=1 if test else 15, checkpoint_every_steps=3 if test else 500)
   config.optim.warmup_steps = 1 if test else 100
   config.sample.update(num_steps=3 if test else 25, schedule_tmax=3 if test else 25,
                        cfg_scale=3.0, batch_size=20 if test else 80)
