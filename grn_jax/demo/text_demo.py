@@ -23,6 +23,7 @@ from grn_jax import config_check
 from grn_jax import models
 from grn_jax import tokenizer_io
 from grn_jax.data import captioned
+from grn_jax.data import packing
 from grn_jax.demo import captions
 from grn_jax.demo import train as demo_train
 from grn_jax.demo import text_features
@@ -171,7 +172,9 @@ def grn_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def grn_stage(config, workdir: str, dataset: captioned.CaptionedArrays, tag: str) -> Any:
   """Trains (or resumes) the GRN; returns (and saves to workdir/grn_params) the sampling params."""
   run = grn_config(config)
-  steps = state_lib.total_steps(run, len(dataset))
+  # An epoch is the packed rows (the loop's count), not the examples.
+  rows = captioned.plan_rows(dataset, packing.PackingSpec(**config.packing), config.seed)
+  steps = state_lib.total_steps(run, len(rows))
   say(f"{tag} GRN: {steps} steps of {config.train.global_batch_size} packed rows "
       f"(up to {config.packing.max_samples} examples each) on {len(dataset)} captioned examples")
   bar = demo_train.ProgressBar("GRN", steps)
