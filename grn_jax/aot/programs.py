@@ -110,9 +110,9 @@ def _train(config: ml_collections.ConfigDict, mesh, batch: int) -> Program:
   rule = "the task's model FLOPs per example x global batch"
   if per_example is None:
     key = jax.eval_shape(jax.random.key, 0)
-    forward = flops.jaxpr_flops(lambda p, b: program.task.loss(p, b, key)[0],
+    forward = flops.jaxpr_flops(lambda p, b, k: program.task.loss(p, b, k)[0],
                                 _unsharded(program.abstract_state.params),
-                                _unsharded(program.abstract_batch))
+                                _unsharded(program.abstract_batch), key)
     per_example, rule = 3 * forward / global_batch, "3 x the loss's jaxpr matmul/conv FLOPs"
   model = config.model if "model" in config else config.tokenizer
   settings = {k: model[k] for k in ("dtype", "remat_policy", "scan_layers", "attention_impl",
