@@ -128,6 +128,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if tiny:  # random weights and the byte vocabulary (grn_jax/text/tokenize.py)
     config.text_encoder.update(random_init=True, tokenizer_path="bytes",
                                dim=config.model.text_dim)
+
   # Captioned images / videos: prepared once into shards by grn_jax.data.tokenize_captioned
   # (bit labels and umT5 features; source 'shards'), or in memory (source 'arrays'). The
   # bucket fields are read by the preparation: each media item is resized and cropped to the

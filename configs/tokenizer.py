@@ -105,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       l1_weight=1.0,
       l2_weight=1.0,
       quantize_prob=0.75,         # fraction of examples decoded from quantised latents
+      num_frames=1,               # 1: images; 1 + 4 k: clips [N, T, S, S, 3] in memory
   ))
   config.mesh = common.mesh_config()
   config.sharding_rules = common.sharding_rules()

@@ -61,4 +61,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = common.parse_arg(arg, {"variant": "xxl"})["variant"]
   config = ml_collections.ConfigDict()
   config.text_encoder = text_encoder_config(variant)
+  config.mesh = common.mesh_config()  # for the encoder alone (python -m grn_jax.aot)
+  config.sharding_rules = sharding_rules()
   return config

@@ -5,7 +5,7 @@ the section with `check_fields` before it uses it; defaults live in the config f
 field is read directly (`cfg.field`), never with a fallback.
 """
 
-from typing import Sequence
+from typing import Any, Collection, Sequence
 
 import ml_collections
 
@@ -27,3 +27,9 @@ def check_fields(section: ml_collections.ConfigDict, name: str, fields: Sequence
     where = f"config.{name}" if name else "config"
     raise ValueError(f"{where}: missing fields {missing}, unknown fields {unknown} "
                      f"(known: {', '.join(tuple(fields) + tuple(optional))}).")
+
+
+def check_choice(name: str, value: Any, choices: Collection[Any]) -> None:
+  """Raises ValueError `{name} must be one of {choices}, got {value!r}.` unless value is one."""
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")

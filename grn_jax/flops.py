@@ -2,6 +2,7 @@
 
   flops.c2i_forward_flops_per_example(config.model)   matmul FLOPs of one C2I forward
   flops.c2i_train_flops_per_example(config.model)     3x that (forward + backward)
+  flops.jaxpr_flops(fn, *abstract_args)               matmul + convolution FLOPs of any program
   flops.measure_matmul_peak_flops(2048, jnp.float32)  FLOP/s of a jitted n x n jnp.dot
   flops.run_peak_flops(peak_flops_per_device, dtype)  total peak of the devices of a run
   flops.mfu(examples_per_second, flops_per_example, peak_flops)
@@ -11,8 +12,10 @@ FLOPs count 2 per multiply-add. `python -m grn_jax.benchmarks.peak` prints the m
 
 import math
 import time
+from typing import Any, Callable
 
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -46,6 +49,48 @@ def c2i_forward_flops_per_example(model_cfg: ml_collections.ConfigDict) -> float
 def c2i_train_flops_per_example(model_cfg: ml_collections.ConfigDict) -> float:
   """Model FLOPs of one C2I training example: forward + backward = 3x the forward."""
   return 3.0 * c2i_forward_flops_per_example(model_cfg)
+
+
+def jaxpr_flops(fn: Callable[..., Any], *args: Any) -> float:
+  """Matmul and convolution FLOPs of `fn(*args)` (2 per multiply-add), counted on its jaxpr.
+
+  Unlike the compiler's cost analysis, which counts the body of a loop once, scan bodies count
+  `length` times (lax.map, nn.scan over layers, streamed frame chunks, chunked attention), the
+  larger branch of a `cond` counts. Trace it outside a mesh, where attention is plain XLA
+  matmuls: a Pallas kernel or a shard_map body hides its FLOPs or counts them per shard, and
+  a while_loop has no static trip count; each raises ValueError.
+
+  Args:
+    fn: the function (e.g. a model's apply).
+    *args: its arguments; arrays or jax.ShapeDtypeStruct (nothing is computed).
+  """
+  return _eqns_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def _eqns_flops(jaxpr) -> float:
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
+    elif name == "conv_general_dilated":
+      rhs = eqn.invars[1].aval.shape
+      out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+      total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) / out_features
+    elif name == "scan":
+      total += eqn.params["length"] * _eqns_flops(eqn.params["jaxpr"].jaxpr)
+    elif name == "cond":
+      total += max(_eqns_flops(branch.jaxpr) for branch in eqn.params["branches"])
+    elif name in ("while", "pallas_call", "shard_map"):
+      raise ValueError(f"jaxpr_flops cannot count a {name!r} (no static trip count, or FLOPs "
+                       "per shard / inside a kernel); count the program outside a mesh and "
+                       "its loop body separately.")
+    else:  # jit, remat, custom_jvp / custom_vjp calls: their (forward) sub-jaxprs
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        total += _eqns_flops(sub)
+  return total
 
 
 def mfu(examples_per_second: float, flops_per_example: float, peak_flops: float) -> float:

@@ -67,6 +67,8 @@ PROMPT_MODES = ("t2i", "t2v", "i2v")
 PROMPT_FLAGS = ("prompt", "prompts", "image", "trajectory")  # -> config.sample.<flag>
 SAMPLING_TASKS = ("c2i",)  # the families --mode=sample and --mode=demo run
 DEMO_SECTIONS = ("tokenizer_train", "demo")  # configs/demo.py only
+# The text demos (configs/demo_t2i.py, demo_t2v.py): --mode=demo of the T2I/T2V tasks.
+TEXT_DEMOS = {"t2i": "grn_jax.demo.t2i:run_t2i_demo", "t2v": "grn_jax.demo.t2v:run_t2v_demo"}
 
 
 def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) -> None:
@@ -78,6 +80,12 @@ def validate_config(config: ml_collections.ConfigDict, mode: str | None = None) 
   # pylint: enable=g-import-not-at-top
   if "task" not in config:
     raise ValueError(f"config.task is missing; set it to one of {tuple(task_lib.TASKS)}.")
+  if config.task in TEXT_DEMOS and "demo" in config:
+    from grn_jax.demo import text_demo  # pylint: disable=g-import-not-at-top
+    if (mode or config.mode) != "demo":
+      raise ValueError("a text demo config (configs/demo_t2i.py, demo_t2v.py) runs with "
+                       "--mode=demo (its config.mode).")
+    return text_demo.validate_config(config, text_demo.demo_fields(config.task))
   task_cls = task_lib.task_class(config.task)
   task_cls.validate_config(config, extra_sections=DEMO_SECTIONS if config.task == "c2i" else ())
   if config.mode not in MODES:
@@ -123,6 +131,10 @@ def run(mode: str | None, config: ml_collections.ConfigDict, workdir: str,
     return generate.generate_to_workdir(config, workdir)
   if "demo" not in config:
     raise ValueError("--mode=demo runs the digits demo: use --config=configs/demo.py.")
+  if config.task in TEXT_DEMOS:
+    import importlib  # pylint: disable=g-import-not-at-top
+    module, function = TEXT_DEMOS[config.task].split(":")
+    return getattr(importlib.import_module(module), function)(config, workdir)
   from grn_jax import demo  # pylint: disable=g-import-not-at-top
   return demo.run_demo(config, workdir)
 

@@ -3,6 +3,11 @@
 One mesh `('data', 'fsdp', 'tensor')` from `config.mesh` (-1 = the remaining devices), logical
 axis rules from `config.sharding_rules`. Parameters are created sharded: eval_shape(init) ->
 logical partition specs -> mesh shardings -> jit(init, out_shardings=...).
+
+Multi-slice TPU runs (devices of several slices, `device.slice_index`) get a hybrid mesh: the
+slices talk over the data-centre network, much slower than the chips' links within a slice, so
+only the 'data' axis crosses slices (`mesh_utils.create_hybrid_device_mesh`, as maxtext):
+'data' = slices x data-within-a-slice, 'fsdp' and 'tensor' stay inside each slice.
 """
 
 from typing import Any, Callable, Sequence
@@ -13,6 +18,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -45,22 +51,40 @@ def mesh_shape(mesh_cfg: ml_collections.ConfigDict | dict, num_devices: int) -> 
   return tuple(sizes)
 
 
+def num_slices(devices: Sequence[jax.Device]) -> int:
+  """The number of TPU slices the devices belong to (1 for devices without slices)."""
+  return len({getattr(d, "slice_index", 0) for d in devices})
+
+
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A Mesh with Auto axis types (needed for logical-rule sharding in this JAX version).
 
   Sizes without -1 whose product is smaller than the device count use the first devices (with
-  a warning), e.g. `data=1` for a one-device run on a multi-device host.
+  a warning), e.g. `data=1` for a one-device run on a multi-device host. Devices of several
+  slices make a hybrid mesh whose 'data' axis alone crosses the slices (module docstring).
   """
   devices = list(devices) if devices is not None else jax.devices()
   sizes = [int(mesh_cfg.get(a, 1)) for a in MESH_AXES]
   wanted = int(np.prod(sizes))
-  if -1 not in sizes and 0 < wanted < len(devices) and jax.process_count() == 1:
+  slices = num_slices(devices)
+  if (-1 not in sizes and 0 < wanted < len(devices) and jax.process_count() == 1 and
+      slices == 1):
     logging.warning("config.mesh %s uses %d of the %d devices.", dict(zip(MESH_AXES, sizes)),
                     wanted, len(devices))
     devices = devices[:wanted]
   shape = mesh_shape(mesh_cfg, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  if slices == 1:
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  data, fsdp, tensor = shape
+  if data % slices:
+    raise ValueError(
+        f"config.mesh {dict(zip(MESH_AXES, shape))} on {slices} slices: only the 'data' axis "
+        f"may cross slices, so config.mesh.data must be a multiple of {slices} (e.g. "
+        f"--config.mesh.data={slices} --config.mesh.fsdp=-1 for FSDP within each slice).")
+  grid = mesh_utils.create_hybrid_device_mesh((data // slices, fsdp, tensor), (slices, 1, 1),
+                                              devices)
+  return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def rules_from_config(rules) -> tuple[tuple[str, Any], ...]:

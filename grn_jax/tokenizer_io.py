@@ -80,6 +80,11 @@ def _init_params(module: nn.Module, key: jax.Array) -> Any:
   return module.init(key, images)["params"]
 
 
+def abstract_params(module: nn.Module) -> Any:
+  """The params of `module` as jax.ShapeDtypeStructs, the tree load_tokenizer returns (AOT)."""
+  return jax.eval_shape(_init_params, module, jax.eval_shape(jax.random.key, 0))
+
+
 def random_params(module: nn.Module, seed: int) -> Any:
   """Random encoder and decoder params of `module` from key(seed) (compiled once per module)."""
   return _init_params(module, jax.random.key(seed))

@@ -129,3 +129,36 @@ parse_args() {
   done
   [[ -n "${SUBCOMMAND}" ]] || { usage; die "missing SUBCOMMAND."; }
 }
+
+# The smallest TPU slice each job fits on, from the TPU memory table (docs/aot.md; made by
+# `python -m grn_jax.benchmarks.aot_table`, which compiles each program with the TPU compiler
+# for that slice). Training at the settings of the table's row (bf16, scanned blocks, FSDP over
+# the slice).
+table_slice() {  # table_slice CONFIG: the accelerator type, or nothing if the table has no row
+  case "$1" in
+    configs/c2i.py|configs/c2i.py:variant=B*) printf 'v5p-16' ;;
+    configs/c2i.py:variant=L*) printf 'v5p-32' ;;
+    configs/c2i.py:variant=[HG]*) printf 'v5p-64' ;;
+  esac
+}
+
+_slice_chips() {  # _slice_chips TYPE: chips of a Cloud accelerator type (v5p/v4 count cores)
+  local n=${1##*-}
+  case "$1" in v5p-*|v4-*) printf '%s' $((n / 2)) ;; *) printf '%s' "${n}" ;; esac
+}
+
+slice_note() {  # slice_note CONFIG TYPE [SLICES]: the table's slice for this job, on stdout
+  local need slices=${3:-1}
+  need=$(table_slice "$1")
+  if [[ -z "${need}" ]]; then
+    echo "# slice: the TPU memory table (docs/aot.md) has no row for ${1}; check it first with" \
+         "python -m grn_jax.aot --config=${1} --topology=${2}"
+    return 0
+  fi
+  echo "# slice: ${1} needs ${need} or larger per slice (docs/aot.md); this job uses" \
+       "${slices} x ${2}"
+  if [[ "${need%%-*}" == "${2%%-*}" ]] &&
+     (($(_slice_chips "${2}") < $(_slice_chips "${need}"))); then
+    echo "warning: ${2} is smaller than the ${need} that ${1} needs (docs/aot.md)." >&2
+  fi
+}

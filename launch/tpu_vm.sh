@@ -42,6 +42,8 @@
 #                                     mounted with gcsfuse), default /gcs/<bucket name>
 #   --dry-run                         print the commands, run nothing
 #
+# run and all print the smallest slice the config needs, from the TPU memory table (docs/aot.md).
+#
 # Example (GRN-B on a v5p-64 pod):
 #   export ZONE=us-east5-a BUCKET=gs://my-bucket
 #   launch/tpu_vm.sh create --accelerator-type=v5p-64 --spot
@@ -215,6 +217,7 @@ case "${SUBCOMMAND}" in
   convert) do_convert ;;
   run|sample)
     require_value bucket "${BUCKET}"
+    [[ "${SUBCOMMAND}" == sample ]] || slice_note "${CONFIG}" "${ACCELERATOR_TYPE}"
     mode=train
     [[ "${SUBCOMMAND}" == run ]] || mode=sample
     remote=$(main_command "${mode}")
@@ -223,6 +226,7 @@ case "${SUBCOMMAND}" in
   delete) gcloud_tpu delete "${NAME}" --quiet ;;
   all)
     require_value bucket "${BUCKET}"
+    slice_note "${CONFIG}" "${ACCELERATOR_TYPE}"
     remote=$(main_command train)
     do_create; do_copy; do_setup; on_workers all "${remote}" ;;
   *) die "unknown subcommand ${SUBCOMMAND} (see --help)." ;;

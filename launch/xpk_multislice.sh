@@ -27,9 +27,10 @@
 #   --config=C [CONFIG]               default configs/c2i.py:variant=B
 #   --dry-run                         print the commands, run nothing
 #
-# The slices talk over the data-centre network, so only the batch ('data') axis should cross
-# them: keep config.mesh.fsdp/tensor within one slice (e.g. --config.mesh.fsdp=<chips per
-# slice>, --config.mesh.data=-1).
+# The slices talk over the data-centre network, so only the batch ('data') axis crosses them:
+# grn_jax.sharding.make_mesh builds a hybrid mesh (config.mesh.data a multiple of the slices;
+# fsdp/tensor stay within a slice, e.g. --config.mesh.data=<slices> --config.mesh.fsdp=-1).
+# submit prints the smallest slice the config needs, from the TPU memory table (docs/aot.md).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -79,6 +80,7 @@ case "${SUBCOMMAND}" in
   submit)
     require_value bucket "${BUCKET}"
     [[ "${BUCKET}" == gs://* ]] || die "--bucket must start with gs://."
+    slice_note "${CONFIG}" "${TPU_TYPE}" "${NUM_SLICES}"
     words=(python3 -m grn_jax.main --mode=train "--config=${CONFIG}"
            "--workdir=${BUCKET}/runs/${WORKLOAD}" --distributed
            "--config.data.data_dir=${BUCKET}/tfds"

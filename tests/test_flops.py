@@ -41,3 +41,24 @@ def test_peak_flops_measured_or_given():
   # A given per-device peak is used as is; fake CPU devices share one host: x process count.
   assert jax.default_backend() == "cpu"
   assert flops.run_peak_flops(1e11, "bfloat16") == 1e11 * jax.process_count()
+
+
+def test_jaxpr_flops_counts_matmuls_convolutions_and_scan_bodies_times_their_length():
+  a = jax.ShapeDtypeStruct((8, 16), jnp.float32)
+  w = jax.ShapeDtypeStruct((16, 32), jnp.float32)
+  assert flops.jaxpr_flops(jnp.dot, a, w) == 2 * 8 * 16 * 32
+
+  def scanned(x, ws):  # 5 layers of [16, 16]
+    return jax.lax.scan(lambda h, wi: (h @ wi, None), x, ws)[0]
+  assert flops.jaxpr_flops(scanned, a, jax.ShapeDtypeStruct((5, 16, 16), jnp.float32)) == (
+      5 * 2 * 8 * 16 * 16)
+
+  images = jax.ShapeDtypeStruct((2, 3, 10, 10), jnp.float32)   # NCHW
+  kernel = jax.ShapeDtypeStruct((4, 3, 3, 3), jnp.float32)     # OIHW, 'SAME'
+  conv = lambda x, k: jax.lax.conv(x, k, (1, 1), "SAME")
+  assert flops.jaxpr_flops(conv, images, kernel) == 2 * (2 * 4 * 10 * 10) * (3 * 3 * 3)
+
+  loop = lambda x: jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (c[0] @ c[0], c[1] + 1),
+                                      (x, 0))[0]
+  with pytest.raises(ValueError, match="while"):
+    flops.jaxpr_flops(loop, jax.ShapeDtypeStruct((4, 4), jnp.float32))

@@ -293,3 +293,28 @@ def test_a_stopped_run_passes_exit_status_75_through_and_says_so(tmp_path):
   proc = subprocess.run(["bash", str(LAUNCH / "local.sh"), "tiny", f"--python={fake_python}",
                          f"--workdir={tmp_path}"], capture_output=True, text=True, timeout=60)
   assert proc.returncode == 3 and "stopped by a signal" not in proc.stderr
+
+
+def dry_run_output(script: str, *args: str, env: dict[str, str] | None = None):
+  proc = subprocess.run(["bash", str(LAUNCH / script), "--dry-run", *args], cwd="/",
+                        env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout, proc.stderr
+
+
+def test_pod_commands_print_the_slice_the_memory_table_says_the_job_needs():
+  out, err = dry_run_output("tpu_vm.sh", "run", "--zone=z", "--bucket=gs://b",
+                            "--accelerator-type=v5p-8", "--config=configs/c2i.py:variant=G")
+  assert "# slice: configs/c2i.py:variant=G needs v5p-64 or larger" in out
+  assert "v5p-8 is smaller than the v5p-64" in err
+  out, err = dry_run_output("tpu_vm.sh", "all", "--zone=z", "--bucket=gs://b",
+                            "--accelerator-type=v5p-128", "--config=configs/c2i.py:variant=L")
+  assert "needs v5p-32 or larger" in out and not err
+  out, _ = dry_run_output("xpk_multislice.sh", "submit", "--bucket=gs://b", "--zone=z",
+                          "--project=p", "--tpu-type=v5p-128", "--num-slices=4")
+  assert "configs/c2i.py:variant=B needs v5p-16 or larger per slice" in out
+  assert "uses 4 x v5p-128" in out
+  out, _ = dry_run_output("tpu_vm.sh", "run", "--zone=z", "--bucket=gs://b",
+                          "--config=configs/t2iv.py:variant=2B,task=t2v")
+  assert "has no row for configs/t2iv.py" in out and "python -m grn_jax.aot" in out

@@ -100,7 +100,8 @@ def test_console_scripts_name_existing_functions():
   entries = [line.split("=") for line in
              setup["options.entry_points"]["console_scripts"].strip().splitlines()]
   names = {name.strip() for name, _ in entries}
-  assert {"grn-train", "grn-sample", "grn-convert", "grn-pretrained", "grn-fid", "grn-app"} <= names
+  assert {"grn-train", "grn-sample", "grn-convert", "grn-pretrained", "grn-fid", "grn-app",
+          "grn-aot"} <= names
   for name, target in entries:
     module, function = target.strip().split(":")
     source = (ROOT / (module.replace(".", "/") + ".py")).read_text()

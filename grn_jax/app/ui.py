@@ -150,34 +150,38 @@ class App:
   def inpaint(self, editor, state, condition, steps, cfg_scale, temperature, adaptive, seed,
               animate_on, keep_pixels):
     """-> gallery, info, animation, labels file, results, token map, editor state."""
-    request = self._request(condition, steps, cfg_scale, temperature, adaptive, seed,
-                            animate_on)
-    current, regenerate, origin = self._source(editor, state)
-    try:
+
+    def plan_of(current, regenerate):
       plan = canvas.inpaint_plan(current["labels"], current["pixels"], regenerate,
                                  self.engine.grid)
-      outputs, overlay = self._edit(
-          plan, request, keep_pixels,
-          f"regenerated {int(regenerate.sum())} of {regenerate.size} tokens: "
-          f"{_tokens(regenerate)} (row, column)", origin)
-    except ValueError as e:
-      raise gr.Error(str(e)) from e
-    return (*outputs, overlay, current)
+      return plan, (f"regenerated {int(regenerate.sum())} of {regenerate.size} tokens: "
+                    f"{_tokens(regenerate)} (row, column)")
+
+    return self._edit_from(editor, state, plan_of, (condition, steps, cfg_scale, temperature,
+                                                    adaptive, seed, animate_on), keep_pixels)
 
   def extend(self, editor, state, direction, shift, condition, steps, cfg_scale, temperature,
              adaptive, seed, animate_on, keep_pixels):
     """-> gallery, info, animation, labels file, results, token map, editor state."""
-    request = self._request(condition, steps, cfg_scale, temperature, adaptive, seed,
-                            animate_on)
-    current, _, origin = self._source(editor, state)
-    try:
+
+    def plan_of(current, _):
       plan = canvas.outpaint_plan(current["labels"], current["pixels"], direction, int(shift),
                                   self.engine.grid)
       size = plan.labels.shape[:2]
-      outputs, overlay = self._edit(
-          plan, request, keep_pixels,
-          f"extended {direction} by {int(shift)} token(s): the canvas is now {size[0]} x "
-          f"{size[1]} tokens", origin)
+      return plan, (f"extended {direction} by {int(shift)} token(s): the canvas is now "
+                    f"{size[0]} x {size[1]} tokens")
+
+    return self._edit_from(editor, state, plan_of, (condition, steps, cfg_scale, temperature,
+                                                    adaptive, seed, animate_on), keep_pixels)
+
+  def _edit_from(self, editor, state, plan_of, request_args, keep_pixels):
+    """The edit both tabs run: the source canvas, plan_of(current, painted tokens) -> (plan,
+    what changed), the sampler through fixed labels; ValueErrors shown on the page."""
+    request = self._request(*request_args)
+    current, regenerate, origin = self._source(editor, state)
+    try:
+      plan, what = plan_of(current, regenerate)
+      outputs, overlay = self._edit(plan, request, keep_pixels, what, origin)
     except ValueError as e:
       raise gr.Error(str(e)) from e
     return (*outputs, overlay, current)

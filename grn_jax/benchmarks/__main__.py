@@ -38,6 +38,7 @@ from grn_jax.benchmarks import forward
 from grn_jax.benchmarks import sampler
 from grn_jax.benchmarks import tokenizer
 from grn_jax.benchmarks import train_step
+from grn_jax.benchmarks import timing
 
 SECTIONS = ("forward", "train_step", "sampler", "tokenizer")
 
@@ -190,5 +191,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  app.run(main)
+  timing.run(lambda: None, main)

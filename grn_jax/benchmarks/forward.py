@@ -14,7 +14,6 @@ import resource
 import time
 import types
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -23,8 +22,8 @@ import numpy as np
 from configs import c2i as c2i_configs
 from grn_jax import flops
 from grn_jax import hbq
-from grn_jax import platform
 from grn_jax.benchmarks import official
+from grn_jax.benchmarks import timing
 from grn_jax.models import build_c2i
 from grn_jax.sampling import c2i
 
@@ -33,21 +32,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program)."""
-  flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
-  flags.DEFINE_integer("batch", 8, "Batch size.")
-  flags.DEFINE_string("dtype", "float32", "Compute dtype.")
-  flags.DEFINE_integer("repeats", 5, "Timed repetitions (after one warm-up).")
-  flags.DEFINE_string("official", None, "Path to a checkout of the official GRN repository.")
-
-
-def _timeit(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.min(times))  # min: robust to other load on a shared machine
+  timing.define_common_flags()
 
 
 def time_ours(cfg, batch: int, repeats: int):
@@ -72,7 +57,7 @@ def time_ours(cfg, batch: int, repeats: int):
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   step = lambda: fwd(params["params"], labels, t, y).block_until_ready()
-  seconds = _timeit(step, repeats)
+  seconds = timing.best_of(step, repeats)[0]
   temp = getattr(mem, "temp_size_in_bytes", 0) if mem is not None else 0
   args = getattr(mem, "argument_size_in_bytes", 0) if mem is not None else 0
   return params, (labels, t, y), seconds, compile_s, temp, args
@@ -97,7 +82,7 @@ def time_official(repo: str, cfg, params, inputs, repeats: int):
   labels = labels.permute(0, 3, 1, 2).contiguous()
   with torch.no_grad():
     out = net(labels, t, y)
-    seconds = _timeit(lambda: net(labels, t, y), repeats)
+    seconds = timing.best_of(lambda: net(labels, t, y), repeats)[0]
   return seconds, out.permute(0, 3, 4, 2, 1).numpy()
 
 
@@ -127,6 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)

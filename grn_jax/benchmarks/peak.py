@@ -6,13 +6,12 @@ r"""Measured matmul peak of the local device: the denominator of MFU on machines
 config.train.peak_flops_per_device is 0.)
 """
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 
 from grn_jax import flops
-from grn_jax import platform
+from grn_jax.benchmarks import timing
 
 
 def define_flags() -> None:
@@ -29,6 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)

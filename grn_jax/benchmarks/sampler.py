@@ -23,7 +23,6 @@ No decode (the tokenizer is timed elsewhere).
 import time
 import types
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
@@ -33,8 +32,8 @@ import numpy as np
 from configs import c2i as c2i_configs
 from grn_jax import checkpointing
 from grn_jax import hbq
-from grn_jax import platform
 from grn_jax.benchmarks import official
+from grn_jax.benchmarks import timing
 from grn_jax.models import build_c2i
 from grn_jax.sampling import c2i
 from grn_jax.sampling import refine
@@ -69,18 +68,6 @@ def random_params(config, seed: int = 0):
                       abstract)
 
 
-def _time(fn, repeats: int) -> tuple[float, object]:
-  """Fastest of `repeats` calls of an AOT-compiled fn (one untimed warm-up call first
-  when repeats > 1; a single call of a minutes-long sampler needs none)."""
-  out = jax.block_until_ready(fn()) if repeats > 1 else None
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.min(times)), out  # min: robust to other load on a shared machine
-
-
 def time_sampler(config, params, classes, key, adaptive: bool, settings, repeats: int):
   spec = c2i.spec_from_config(config, adaptive=adaptive)
   sampler = refine.jitted_sampler(c2i.model_apply(config), spec)
@@ -89,7 +76,9 @@ def time_sampler(config, params, classes, key, adaptive: bool, settings, repeats
   start = time.perf_counter()
   compiled = sampler.lower(params, classes, uncond, keys, settings).compile()
   compile_s = time.perf_counter() - start
-  seconds, out = _time(lambda: compiled(params, classes, uncond, keys, settings), repeats)
+  # One untimed warm-up call first when repeats > 1 (a minutes-long sampler needs none).
+  seconds, _, out = timing.best_of(lambda: compiled(params, classes, uncond, keys, settings),
+                                   repeats, warmup=int(repeats > 1))
   return seconds, compile_s, jax.device_get(out)
 
 
@@ -105,7 +94,7 @@ def time_forwards(config, params, classes, repeats: int = 3) -> tuple[float, flo
     t = jnp.full((b,), 0.5)
     y = jnp.tile(classes, 2)[:b]
     fwd = jax.jit(apply_fn).lower(params, labels, t, y).compile()
-    out.append(_time(lambda: fwd(params, labels, t, y), max(repeats, 2))[0])
+    out.append(timing.best_of(lambda: fwd(params, labels, t, y), repeats)[0])
   return out[0], out[1]
 
 
@@ -212,6 +201,4 @@ def main(argv):
           f"{per_step * steps:.1f} s for {steps} steps; ours {ours}")
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)

@@ -22,16 +22,15 @@ import sys
 import time
 import types
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from configs import t2iv as t2iv_configs
-from grn_jax import platform
 from grn_jax import resolution
 from grn_jax.benchmarks import official
+from grn_jax.benchmarks import timing
 from grn_jax.models import build_t2iv, grn_t2iv
 
 FLAGS = flags.FLAGS
@@ -93,33 +92,6 @@ def inputs(cfg, batch: int, grid: tuple[int, int, int], text_len: int, seed: int
   return labels, scale, features, np.ones((batch, text_len), bool)
 
 
-def _reset_peak_rss() -> None:
-  """Resets the process high-water mark (Linux: /proc/self/clear_refs)."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-  except OSError:
-    pass
-
-
-def _peak_rss_gib() -> float:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 2**20
-  return float("nan")
-
-
-def _timeit(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
 def time_ours(cfg, params, x, h_div_w: float, repeats: int) -> dict:
   model = build_t2iv(cfg)
   forward = jax.jit(lambda p, *a: model.apply({"params": p}, *a, h_div_w=h_div_w))
@@ -131,8 +103,8 @@ def time_ours(cfg, params, x, h_div_w: float, repeats: int) -> dict:
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   text = encode(params, *x[2:])
-  forward_s = _timeit(lambda: forward(params, *x).block_until_ready(), repeats)
-  denoise_s = _timeit(lambda: denoise(params, *x[:2], text).block_until_ready(), repeats)
+  forward_s = timing.best_of(lambda: forward(params, *x), repeats)[0]
+  denoise_s = timing.best_of(lambda: denoise(params, *x[:2], text), repeats)[0]
   return dict(forward=forward_s, denoise=denoise_s, compile=compile_s,
               temp=memory.temp_size_in_bytes, logits=np.asarray(forward(params, *x)))
 
@@ -239,8 +211,8 @@ class Official:
         self.denoise(labels[b], float(scale[b]), template)
 
     with torch.no_grad(), autocast:
-      forward_s = _timeit(forward, repeats)
-      denoise_s = _timeit(denoise, repeats)
+      forward_s = timing.best_of(forward, repeats)[0]
+      denoise_s = timing.best_of(denoise, repeats)[0]
       logits = forward()
     return dict(forward=forward_s, denoise=denoise_s, logits=logits)
 
@@ -289,25 +261,25 @@ def main(argv):
     return
   base = model_config(FLAGS.variant, FLAGS.depth, "float32")
   x = inputs(base, FLAGS.batch, grid, FLAGS.text_len)
-  _reset_peak_rss()
+  timing.reset_peak_rss()
   params = jax.jit(lambda k: build_t2iv(base).init(k, *x)["params"])(jax.random.key(0))
   text_flops, step_flops = forward_flops(base, int(np.prod(grid)), FLAGS.text_len, FLAGS.batch)
   rows, logits = [], {}
   for dtype in FLAGS.dtypes:
     gc.collect()
-    _reset_peak_rss()
+    timing.reset_peak_rss()
     result = time_ours(model_config(FLAGS.variant, FLAGS.depth, dtype), params, x, template,
                        FLAGS.repeats)
-    rows.append((f"grn_jax {dtype} (jit)", result, _peak_rss_gib()))
+    rows.append((f"grn_jax {dtype} (jit)", result, timing.peak_rss_gib()))
     logits[dtype] = result["logits"]
   if FLAGS.official:
     official = Official(FLAGS.official, base, params)
     for bf16 in (True, False):
       gc.collect()
-      _reset_peak_rss()
+      timing.reset_peak_rss()
       result = official.run(x, template, bf16, FLAGS.repeats)
       name = "official bf16 autocast" if bf16 else "official float32"
-      rows.append((name, result, _peak_rss_gib()))
+      rows.append((name, result, timing.peak_rss_gib()))
       logits[name] = result["logits"]
   print(f"\nGRN-{FLAGS.variant} forward, {base.depth} of "
         f"{t2iv_configs.VARIANTS[FLAGS.variant]['depth']} blocks, batch {FLAGS.batch}, "
@@ -332,6 +304,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)

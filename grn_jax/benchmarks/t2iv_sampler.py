@@ -22,15 +22,14 @@ Random weights (GRN, d=64 tokenizer of `configs/t2iv.py:variant=...`), random te
 
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from configs import t2iv as t2iv_configs
-from grn_jax import platform
 from grn_jax import resolution
 from grn_jax import tokenizer_io
+from grn_jax.benchmarks import timing
 from grn_jax.evaluation import recon
 from grn_jax.models import build_t2iv
 from grn_jax.sampling import editing
@@ -170,7 +169,6 @@ def i2v_row(setup: Setup, pixels: str, num_steps: int, duration: float) -> dict:
 
 def main(argv) -> None:
   del argv
-  platform.configure_xla()  # before jax starts a backend
   setup = Setup(FLAGS.variant, FLAGS.batch, FLAGS.text_length)
   print(f"GRN {FLAGS.variant}, random weights, batch {FLAGS.batch}, {FLAGS.pixels}, "
         f"{jax.devices()[0].platform}")
@@ -189,5 +187,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)

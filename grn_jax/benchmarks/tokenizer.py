@@ -12,10 +12,8 @@ of --repeats). Peak RSS is the process high-water mark after each row (run one c
 to attribute memory to it).
 """
 
-import resource
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -23,8 +21,8 @@ import ml_collections
 import numpy as np
 
 from configs import tokenizer as tokenizer_configs
-from grn_jax import platform
 from grn_jax.benchmarks import official
+from grn_jax.benchmarks import timing
 from grn_jax.models import build_tokenizer
 
 FLAGS = flags.FLAGS
@@ -57,17 +55,8 @@ def released_config(variant: str, dtype: str = "float32",
   return cfg
 
 
-def _median_time(fn, repeats: int) -> float:
-  times = []
-  for _ in range(max(repeats, 1)):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
-def _peak_rss_gib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def _time(fn, repeats: int) -> float:
+  return timing.best_of(fn, repeats, warmup=0)[0]  # each fn was already called once
 
 
 def time_ours(case: str, repeats: int, dtype: str = "float32", frame_chunk: int = 0) -> dict:
@@ -84,9 +73,9 @@ def time_ours(case: str, repeats: int, dtype: str = "float32", frame_chunk: int 
   z = jax.block_until_ready(encode(params, x))
   decode = decode.lower(params, z).compile()
   compile_s = time.perf_counter() - start
-  enc = _median_time(lambda: encode(params, x), repeats)
+  enc = _time(lambda: encode(params, x), repeats)
   recon = jax.block_until_ready(decode(params, z))  # (dispatch is async: finish before timing)
-  dec = _median_time(lambda: decode(params, z), repeats)
+  dec = _time(lambda: decode(params, z), repeats)
   return dict(params=params, x=x, z=np.asarray(z), recon=np.asarray(recon), encode=enc,
               decode=dec, compile=compile_s)
 
@@ -105,9 +94,9 @@ def time_official(repo: str, case: str, params, x, repeats: int) -> dict:
   xt = xt.permute(0, 4, 1, 2, 3) if xt.ndim == 5 else xt.permute(0, 3, 1, 2)[:, :, None]
   with torch.no_grad():
     z = net.encode(xt)
-    enc_s = _median_time(lambda: net.encode(xt), repeats)
+    enc_s = _time(lambda: net.encode(xt), repeats)
     recon = net.decode(z)
-    dec_s = _median_time(lambda: net.decode(z), repeats)
+    dec_s = _time(lambda: net.decode(z), repeats)
   z = z.numpy().transpose(0, 2, 3, 4, 1)
   recon = recon.numpy().transpose(0, 2, 3, 4, 1)
   if np.asarray(x).ndim == 4:
@@ -162,16 +151,14 @@ def main(argv):
     r = time_ours(case, FLAGS.repeats, FLAGS.dtype, FLAGS.frame_chunk)
     label = f"grn_jax {case}" + (f" chunk={FLAGS.frame_chunk}" if FLAGS.frame_chunk else "")
     print(f"{label:<32}{r['encode']:>10.2f}{r['decode']:>10.2f}{r['compile']:>11.1f}"
-          f"{_peak_rss_gib():>14.1f}", flush=True)
+          f"{timing.peak_rss_gib():>14.1f}", flush=True)
     if FLAGS.official:
       o = time_official(FLAGS.official, case, r["params"], r["x"], FLAGS.repeats)
       rel = np.abs(r["recon"] - o["recon"]).max() / np.abs(o["recon"]).max()
       print(f"{'official ' + case:<32}{o['encode']:>10.2f}{o['decode']:>10.2f}{'':>11}"
-            f"{_peak_rss_gib():>14.1f}   max|latent diff| {np.abs(r['z'] - o['z']).max():.1e}"
+            f"{timing.peak_rss_gib():>14.1f}   max|latent diff| {np.abs(r['z'] - o['z']).max():.1e}"
             f", recon max|diff|/max|ref| {rel:.1e}", flush=True)
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)

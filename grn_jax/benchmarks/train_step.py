@@ -1,11 +1,11 @@
-r"""C2I train-step speed (and AOT memory) next to the measured matmul peak of the machine.
+r"""C2I train-step speed next to the measured matmul peak of the machine.
 
   python -m grn_jax.benchmarks.train_step                      # GRN-B: batch 8 fp32 on CPU,
                                                                # batch 256 bf16 on an accelerator
   python -m grn_jax.benchmarks.train_step --official=/work/ref # + the official PyTorch step
-  python -m grn_jax.benchmarks.train_step --aot --variant=G --batch=1024 --fsdp=64
-      # compile only (abstract inputs) on --xla_force_host_platform_device_count fake devices
-      # and print compiled.memory_analysis() per device
+
+Memory of pod-sized steps: `python -m grn_jax.aot` (compiled by the TPU compiler for a real TPU
+topology, on this host) and its table, `python -m grn_jax.benchmarks.aot_table`.
 
 The step is THE training step of the loop (grn_jax.trainers.loop.build_program: corruption,
 forward, backward, clipping, AdamW, two EMAs, the metrics; compiled once, state and metrics
@@ -19,7 +19,6 @@ import sys
 import time
 import types
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -28,9 +27,9 @@ import numpy as np
 from configs import c2i as c2i_configs
 from grn_jax import flops
 from grn_jax import hbq
-from grn_jax import platform
 from grn_jax import sharding
 from grn_jax.benchmarks import official
+from grn_jax.benchmarks import timing
 from grn_jax.data import pipeline
 from grn_jax.trainers import loop
 
@@ -39,13 +38,10 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program)."""
-  flags.DEFINE_string("variant", "B", "Model size: B, L, H, G or tiny.")
-  flags.DEFINE_integer("batch", 0, "Batch (0: 8 on CPU, 256 on accelerators).")
-  flags.DEFINE_string("dtype", "", "Compute dtype (default float32 on CPU, bfloat16 otherwise).")
-  flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
-  flags.DEFINE_string("official", None, "Path to the official GRN repository (times PyTorch).")
-  flags.DEFINE_bool("aot", False, "Only compile on abstract inputs and print memory per device.")
-  flags.DEFINE_integer("fsdp", -1, "--aot: fsdp mesh size (-1: all devices).")
+  timing.define_common_flags(
+      batch=0, batch_help="Batch (0: 8 on CPU, 256 on accelerators).", dtype="",
+      dtype_help="Compute dtype (default float32 on CPU, bfloat16 otherwise).", repeats=3,
+      repeats_name="steps")
   flags.DEFINE_string("remat", "none", "Model remat policy.")
   flags.DEFINE_bool("scan", False, "nn.scan over blocks.")
   flags.DEFINE_bool("malloc_hugepages", True,
@@ -64,26 +60,8 @@ def bench_config(variant: str, batch: int, dtype: str, remat: str = "none", scan
   return config
 
 
-def compile_train_step(config, devices=None):
-  """AOT: (compiled step, compile seconds) from abstract state and batch, no real arrays."""
-  mesh = sharding.make_mesh(config.mesh, devices)
-  start = time.perf_counter()
-  compiled = loop.compile_train_step(config, mesh)
-  return compiled, time.perf_counter() - start
-
-
-def memory_per_device(compiled) -> dict[str, int]:
-  """Bytes per device from compiled.memory_analysis(); `total` = live peak estimate."""
-  m = compiled.memory_analysis()
-  out = dict(arguments=m.argument_size_in_bytes, outputs=m.output_size_in_bytes,
-             aliased=m.alias_size_in_bytes, temp=m.temp_size_in_bytes,
-             generated_code=m.generated_code_size_in_bytes)
-  out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temp"]
-  return out
-
-
 def time_ours(config, steps: int) -> tuple[float, float]:
-  """(median seconds per step, compile + first step seconds) on one device."""
+  """(fastest seconds per step, compile + first step seconds) on one device."""
   device = jax.local_devices()[0]
   mesh = sharding.make_mesh(config.mesh, [device])
   start = time.perf_counter()
@@ -97,16 +75,15 @@ def time_ours(config, steps: int) -> tuple[float, float]:
       {"labels": rng.integers(0, k, (config.train.global_batch_size, h, w, d), dtype=np.int32),
        "class_labels": rng.integers(0, config.model.num_classes, config.train.global_batch_size,
                                     dtype=np.int32)})
-  state, metrics = step_fn(state, batch, metrics)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    state, metrics = step_fn(state, batch, metrics)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), compile_s
+  carry = [state, metrics]
+
+  def step():
+    carry[:] = step_fn(carry[0], batch, carry[1])
+    return carry
+
+  setup_s = time.perf_counter() - start
+  seconds, first_s, _ = timing.best_of(step, steps)
+  return seconds, setup_s + first_s
 
 
 def time_official(repo: str, config, steps: int, variant: str) -> float:
@@ -138,30 +115,7 @@ def time_official(repo: str, config, steps: int, variant: str) -> float:
     optimizer.step()
     model.update_ema()
 
-  step()
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
-def run_aot():
-  dtype = FLAGS.dtype or "bfloat16"
-  batch = FLAGS.batch or 1024
-  config = bench_config(FLAGS.variant, batch, dtype, FLAGS.remat, FLAGS.scan)
-  config.mesh.update(data=1, fsdp=FLAGS.fsdp, tensor=1)
-  if FLAGS.fsdp != -1:
-    config.mesh.update(data=-1)
-  compiled, seconds = compile_train_step(config)
-  mem = memory_per_device(compiled)
-  n = jax.device_count()
-  print(f"GRN-{FLAGS.variant} train step AOT, global batch {batch} ({batch // n} per device), "
-        f"{dtype}, mesh {dict(config.mesh)} on {n} fake {jax.devices()[0].platform} devices, "
-        f"remat={FLAGS.remat}, scan={FLAGS.scan}; compile {seconds:.1f} s")
-  for name, value in mem.items():
-    print(f"  {name:<16}{value:>16,d} bytes ({value / 2**30:.2f} GiB) per device")
+  return timing.best_of(step, steps)[0]
 
 
 def _maybe_reexec_with_hugepages():
@@ -178,9 +132,6 @@ def _maybe_reexec_with_hugepages():
 
 def main(argv):
   del argv
-  if FLAGS.aot:
-    run_aot()
-    return
   _maybe_reexec_with_hugepages()
   platform = jax.devices()[0].platform
   on_cpu = platform == "cpu"
@@ -208,6 +159,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  define_flags()
-  app.run(main)
+  timing.run(define_flags, main)

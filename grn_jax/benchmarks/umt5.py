@@ -34,7 +34,7 @@ import ml_dtypes
 import numpy as np
 
 from configs import umt5 as umt5_configs
-from grn_jax import platform
+from grn_jax.benchmarks import timing
 
 _NUM_LAYERS = flags.DEFINE_integer("num_layers", 4, "Encoder layers to run (XXL has 24).")
 _VOCAB = flags.DEFINE_integer("vocab_size", 256384, "Vocabulary rows (XXL: 256384; fewer only "
@@ -282,5 +282,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  platform.configure_xla()  # before jax starts a backend
-  app.run(main)
+  timing.run(lambda: None, main)

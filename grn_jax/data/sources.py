@@ -106,13 +106,15 @@ class SyntheticImageSource:
 
 
 class ArrayImageSource:
-  """In-memory images [N, S, S, 3]: uint8, or float in [-1, 1] (kept as float32)."""
+  """In-memory images [N, S, S, 3] or clips [N, T, S, S, 3]: uint8, or float in [-1, 1] (kept
+  as float32)."""
 
   def __init__(self, images: np.ndarray, image_size: int):
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3):
-      raise ValueError(f"dataset must be images [N, {image_size}, {image_size}, 3] "
-                       f"(config.data.image_size={image_size}), got shape {images.shape}.")
+    if images.ndim not in (4, 5) or images.shape[-3:] != (image_size, image_size, 3):
+      raise ValueError(f"dataset must be images [N, {image_size}, {image_size}, 3] or clips "
+                       f"[N, T, {image_size}, {image_size}, 3] (config.data.image_size="
+                       f"{image_size}), got shape {images.shape}.")
     if np.issubdtype(images.dtype, np.floating):
       low, high = float(images.min()), float(images.max())
       if not (np.isfinite(low) and np.isfinite(high)) or low < -1.0 - 1e-6 or high > 1.0 + 1e-6:

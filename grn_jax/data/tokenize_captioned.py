@@ -18,7 +18,6 @@ stop the run (the media are probably not what the caption file names).
 """
 
 import dataclasses
-import json
 import os
 from typing import Callable, Sequence
 
@@ -35,7 +34,7 @@ from grn_jax.data import label_shards
 from grn_jax.data import sources
 from grn_jax.data import tokenize_dataset
 
-PLAN_FILE = "plan.json"
+PLAN_FILE = tokenize_dataset.PLAN_FILE
 # media uint8 [T, H, W, 3] -> bits uint8 [T', h, w, D]; prompts -> per prompt float [l, text_dim]
 MediaEncoder = Callable[[np.ndarray], np.ndarray]
 PromptFeatures = Callable[[Sequence[str]], list[np.ndarray]]
@@ -55,22 +54,6 @@ class Plan:
   max_duration: float
   tokenizer: str
   text_encoder: str
-
-
-def _check_or_write_plan(out: str, plan: Plan) -> None:
-  path = os.path.join(out, PLAN_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    if old != dataclasses.asdict(plan):
-      diff = {k: (old.get(k), v) for k, v in dataclasses.asdict(plan).items() if old.get(k) != v}
-      raise ValueError(f"{out} was prepared with other settings {diff} (old, new): use another "
-                       "--out or the same flags.")
-    return
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(dataclasses.asdict(plan), f)
-  os.replace(tmp, path)
 
 
 def make_media_encoder(module, params, hbq_rounds: int) -> MediaEncoder:
@@ -108,7 +91,7 @@ def prepare(reader, out: str, *, data,
       `ident(i)`).
   """
   os.makedirs(out, exist_ok=True)
-  _check_or_write_plan(out, plan)
+  tokenize_dataset.check_or_write_plan(out, plan)
   captioned_shards.write_null_prompt(out, prompt_features([""])[0])
   if plan.num_items != len(reader):
     raise ValueError(f"the plan names {plan.num_items} items, the reader has {len(reader)}.")

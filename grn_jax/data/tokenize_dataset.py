@@ -167,8 +167,9 @@ class Plan:
   tokenizer: str
 
 
-def check_or_write_plan(out: str, plan: Plan) -> None:
-  """Writes out/plan.json, or checks that an existing one matches (clear error otherwise)."""
+def check_or_write_plan(out: str, plan) -> None:
+  """Writes out/plan.json (`plan`: a dataclass of what the shards depend on), or checks that an
+  existing one matches (clear error otherwise)."""
   path = os.path.join(out, PLAN_FILE)
   want = dataclasses.asdict(plan)
   if os.path.exists(path):
@@ -176,7 +177,7 @@ def check_or_write_plan(out: str, plan: Plan) -> None:
       have = json.load(f)
     diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
     if diff:
-      raise ValueError(f"{out} already holds shards written with different settings "
+      raise ValueError(f"{out} already holds shards prepared with other settings "
                        f"{diff} (on disk, now). Use a new --out, or rerun with the same flags "
                        "to resume.")
     return

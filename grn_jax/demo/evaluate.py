@@ -20,7 +20,7 @@ same as the demo's training data) and applied to the samples:
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 import warnings
 
 import numpy as np
@@ -35,12 +35,20 @@ TRAIN_FRACTION = 0.8
 
 
 class DigitsClassifier:
-  """MLP on greyscale digits [N, H, W] in [0, 1], trained on real digits at one resolution."""
+  """MLP on greyscale digits [N, H, W] in [0, 1], trained on real digits at one resolution.
 
-  def __init__(self, image_size: int, seed: int = 0):
+  `preprocess` (float [N, H, W] -> float [N, H, W]) maps the real digits before training, e.g.
+  centring their ink as the crops of moving digits are (grn_jax/demo/motion.py); `predict`
+  expects images mapped the same way.
+  """
+
+  def __init__(self, image_size: int, seed: int = 0,
+               preprocess: Callable[[np.ndarray], np.ndarray] | None = None):
     from sklearn import neural_network  # pylint: disable=g-import-not-at-top
     self.image_size = image_size
     images, labels = digits.load_digits_gray(image_size)
+    if preprocess is not None:
+      images = np.asarray(preprocess(images), np.float32)
     order = np.random.default_rng(seed).permutation(len(images))
     cut = int(TRAIN_FRACTION * len(images))
     train, test = order[:cut], order[cut:]

@@ -67,7 +67,7 @@ def grn_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
   return state_lib.total_steps(config, num_examples)
 
 
-class _ProgressBar:
+class ProgressBar:
   """A loop hook: moves a tqdm bar every step and keeps the last flushed metrics."""
 
   def __init__(self, desc: str, total: int):
@@ -98,7 +98,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, workdir: str, images: np.
     (params as numpy, the last logged loss, l1, l2 and grad_norm; None if nothing was trained).
   """
   run = tokenizer_config(config)
-  bar = _ProgressBar("tokenizer", state_lib.total_steps(run, len(images)))
+  bar = ProgressBar("tokenizer", state_lib.total_steps(run, len(images)))
   try:
     run_dir = os.path.join(workdir, TOKENIZER_RUN)
     state = loop.fit(run, run_dir, dataset=images, hooks=[bar]).raise_if_stopped(run_dir)
@@ -117,7 +117,7 @@ def train_grn(config: ml_collections.ConfigDict, workdir: str, labels: np.ndarra
     eval/... scalars, empty when config.train.eval_every_steps is 0).
   """
   run = grn_config(config)
-  bar = _ProgressBar("GRN", grn_steps(run, len(labels)))
+  bar = ProgressBar("GRN", grn_steps(run, len(labels)))
   try:
     state = loop.fit(run, workdir, dataset=(labels, classes),
                      hooks=[bar]).raise_if_stopped(workdir)

@@ -27,6 +27,10 @@ Implementations (`impl`, from `config.model.attention_impl`):
     chunk pair, so neither pass holds more than a [block_q, block_kv] score tile per head.
   * 'auto': cudnn on GPU, splash on TPU; on CPU xla below `CHUNKED_MIN_SCORES` score elements
     per head (N * M) and chunked from there on; xla whenever a bias is given (not on GPU).
+
+The platform is that of the devices the program is compiled for (`target_platform`): the mesh
+set by `jax.set_mesh`, else the default backend. So a program built on a CPU host for a TPU
+topology (`python -m grn_jax.aot`) gets the compiled splash kernel, as it would on the TPU.
 """
 
 import functools
@@ -48,9 +52,17 @@ SPLASH_BLOCK = 512  # largest splash block; sequences are padded to a multiple o
 _F32 = jnp.float32
 
 
+def target_platform() -> str:
+  """'cpu' | 'gpu' | 'tpu': the platform of the current mesh's devices (`jax.set_mesh`), else
+  the default backend's."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else mesh.abstract_device
+  return device.platform if device is not None else jax.default_backend()
+
+
 def resolve_impl(impl: str, num_queries: int, num_keys: int, has_bias: bool = False,
                  backend: str | None = None) -> str:
-  """The implementation `impl` stands for on `backend` (default: jax.default_backend())."""
+  """The implementation `impl` stands for on `backend` (default: `target_platform()`)."""
   if impl not in IMPLS:
     raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r} "
                      "(config.model.attention_impl).")
@@ -59,7 +71,7 @@ def resolve_impl(impl: str, num_queries: int, num_keys: int, has_bias: bool = Fa
       raise ValueError(f"attention impl {impl!r} takes no additive bias; use 'xla' or 'cudnn' "
                        "(config.model.attention_impl).")
     return impl
-  backend = backend or jax.default_backend()
+  backend = backend or target_platform()
   if backend == "gpu":
     return "cudnn"
   if has_bias:
@@ -254,7 +266,7 @@ def _cudnn(q, k, v, ids, bias, scale):
   mask = None
   if ids is not None:
     mask = ids[0][:, None, :, None] == ids[1][:, None, None, :]  # [B, 1, N, M]
-  fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+  fused = target_platform() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
   out = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(q.dtype),
                                      mask=mask, scale=scale,
                                      implementation="cudnn" if fused else "xla")
@@ -329,7 +341,7 @@ def _splash_local(q, k, v, ids):
   sizes = splash.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv,
                             block_q_dkv=block_q, block_kv_dkv=block_kv,
                             block_kv_dkv_compute=block_kv, block_q_dq=block_q, block_kv_dq=block_kv)
-  interpret = jax.default_backend() != "tpu"
+  interpret = target_platform() != "tpu"
   segments = None if ids is None else splash.SegmentIds(ids[0], ids[1])
   if groups == 1:
     kernel = splash.make_splash_mha_single_device(

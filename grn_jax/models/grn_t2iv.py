@@ -39,7 +39,6 @@ from typing import Any
 
 import flax.linen as nn
 import flax.struct
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -178,40 +177,6 @@ class Block(nn.Module):
     return x, (kv if text_kv is None and segments is None else None)
 
 
-class BlockStack(nn.Module):
-  """`depth` blocks, unrolled (params `block_{i}`) or scanned (stacked `layers`), optional remat.
-
-  Text pass (text_kv None): returns (x, stacked per-layer (k, v) [depth, B, L, Hkv, hd]).
-  Visual pass: text_kv is that stack; returns (x, None). Packed pass: `segments` given (text_kv
-  None); returns (x, None).
-  """
-  depth: int
-  block: dict
-  remat_policy: str = "none"
-  scan: bool = False
-
-  @nn.compact
-  def __call__(self, x, text_kv, cos, sin, kv_mask, segments=None):
-    block_cls = Block
-    if self.remat_policy != "none":
-      block_cls = nn.remat(Block, policy=REMAT_POLICIES[self.remat_policy],
-                           prevent_cse=not self.scan)
-    if self.scan:
-      scanned = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-                        length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
-      return scanned(**self.block, name="layers")(x, text_kv, cos, sin, kv_mask, segments)
-    per_layer = []
-    for i in range(self.depth):
-      layer_kv = None if text_kv is None else (text_kv[0][i], text_kv[1][i])
-      x, kv = block_cls(**self.block, name=f"block_{i}")(x, layer_kv, cos, sin, kv_mask,
-                                                         segments)
-      per_layer.append(kv)
-    if text_kv is not None or segments is not None:
-      return x, None
-    return x, jax.tree.map(lambda *a: jnp.stack(a), *per_layer)
-
-
 class GRNT2IV(nn.Module):
   """The T2I/T2V refinement transformer; fields mirror `config.model` (configs/t2iv.py)."""
   hidden_size: int
@@ -246,7 +211,10 @@ class GRNT2IV(nn.Module):
     block = dict(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
                  head_dim=self.head_dim, mlp_width=mlp_width(hidden, self.mlp_ratio),
                  dtype=self.dtype, attention_impl=self.attention_impl)
-    self.blocks = BlockStack(self.depth, block, self.remat_policy, self.scan_layers)
+    # Text pass (text_kv None): returns (x, the per-layer (k, v) stacked [depth, B, L, Hkv, hd]);
+    # visual pass (text_kv: that stack, one layer's slice each) and packed pass: (x, None).
+    self.blocks = layers.BlockStack(Block, self.depth, block, scan=self.scan_layers,
+                                    remat_policy=self.remat_policy, per_layer=(True,))
     self.head_norm = layers.RMSNorm()
     self.head_proj = layers.Dense((self.labels_per_token, LABEL_CLASSES),
                                   ("embed", "labels", "vocab"), dtype=jnp.float32,
@@ -329,8 +297,7 @@ class GRNT2IV(nn.Module):
                                    ("batch", "length", "act_embed"))
     cos, sin = layers.rope_3d_tables(positions[..., 0], positions[..., 1], positions[..., 2],
                                      self.head_dim)
-    x, _ = self.blocks(x, None, cos[:, :, None], sin[:, :, None], None,
-                       segments=(visual_ids, text_ids))
+    x, _ = self.blocks(x, None, cos[:, :, None], sin[:, :, None], None, (visual_ids, text_ids))
     logits = self.head_proj(self.head_norm(x[:, :num_visual]))
     return logits.reshape(batch, num_visual, dim, LABEL_CLASSES)
 

@@ -217,16 +217,22 @@ class C2IGeneration:
   def metadata(self, index: int) -> dict[str, int]:
     return {CLASS_KEY: int(self.class_labels[index])}
 
-  def place_params(self, params: Any, mesh) -> Any:
-    """GRN params on the mesh, sharded by config.sharding_rules (tree checked against the model)."""
+  def abstract_params(self, mesh) -> Any:
+    """GRN params as ShapeDtypeStructs sharded by config.sharding_rules on the mesh."""
     size = self.config.model.input_size
     abstract = jax.eval_shape(
         self.apply_fn.module.init, jax.random.key(0),
-        jnp.zeros((1, size, size, self.spec.label_shape[-1]), jnp.int32), jnp.zeros((1,)),
-        jnp.zeros((1,), jnp.int32))
+        jax.ShapeDtypeStruct((1, size, size, self.spec.label_shape[-1]), jnp.int32),
+        jax.ShapeDtypeStruct((1,), jnp.float32), jax.ShapeDtypeStruct((1,), jnp.int32))
     shardings = sharding.logical_shardings(abstract, mesh, self.config.sharding_rules)["params"]
-    checkpointing.check_tree_matches(params, nn.unbox(abstract)["params"], what="GRN params")
-    return jax.device_put(params, shardings)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        nn.unbox(abstract)["params"], shardings)
+
+  def place_params(self, params: Any, mesh) -> Any:
+    """GRN params on the mesh, sharded by config.sharding_rules (tree checked against the model)."""
+    abstract = self.abstract_params(mesh)
+    checkpointing.check_tree_matches(params, abstract, what="GRN params")
+    return jax.device_put(params, jax.tree.map(lambda x: x.sharding, abstract))
 
   def record(self) -> dict[str, Any]:
     """What the generated files depend on besides the params: the model and sampler settings."""

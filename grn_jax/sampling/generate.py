@@ -78,6 +78,9 @@ class Family(Protocol):
   def place_params(self, params: Any, mesh) -> Any:
     """Params on the mesh (checked against the model)."""
 
+  def abstract_params(self, mesh) -> Any:
+    """The params as jax.ShapeDtypeStructs with the shardings place_params gives them (AOT)."""
+
   def record(self) -> dict[str, Any]:
     """The settings the outputs depend on (besides the params and the seed)."""
 
@@ -251,8 +254,10 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _batch_runner(rows_fn):
-  """jit(params, conditions, indices [B], base_key, settings, decode_params) -> outputs."""
+def batch_runner(rows_fn):
+  """THE program of one batch: jit(params, conditions, indices int32 [B], base_key, settings,
+  decode_params) -> (images, steps, row_nfe, entropy); `generate` calls it on every batch,
+  `python -m grn_jax.aot --program=sample` compiles it on `abstract_inputs`."""
 
   @jax.jit
   def run(params, conditions, indices, base_key, settings, decode_params):
@@ -261,6 +266,23 @@ def _batch_runner(rows_fn):
     return out.images, out.steps, out.row_nfe, out.entropy
 
   return run
+
+
+def abstract_inputs(family: Family, abstract_decode_params: Any, mesh, batch_size: int
+                    ) -> tuple[Any, ...]:
+  """batch_runner's arguments for a batch of `batch_size` rows as jax.ShapeDtypeStructs on the
+  shardings `generate` puts them on (params: the family's; conditions and indices over the
+  batch axes; key, settings and decode params replicated). Creates no array."""
+  replicated = sharding.replicated(mesh)
+  on = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+  batch = lambda x: on(x, sharding.batch_sharding(mesh, np.ndim(x)))
+  conditions = jax.tree.map(batch, family.conditions(np.zeros(batch_size, np.int64)))
+  indices = batch(np.zeros(batch_size, np.int32))
+  base_key = on(jax.eval_shape(jax.random.key, 0), replicated)
+  settings = jax.tree.map(lambda x: on(x, replicated),
+                          jax.eval_shape(family.settings.as_arrays))
+  decode_params = jax.tree.map(lambda x: on(x, replicated), abstract_decode_params)
+  return (family.abstract_params(mesh), conditions, indices, base_key, settings, decode_params)
 
 
 def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str, *,
@@ -312,7 +334,7 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
   if start >= total:
     logging.info("all %d samples already exist in %s", total, out_dir)
     return summary
-  run = _batch_runner(family.rows_fn(tokenizer_io.Uint8Decode(decode_fn)))
+  run = batch_runner(family.rows_fn(tokenizer_io.Uint8Decode(decode_fn)))
   settings = family.settings.as_arrays()
   base_key = jax.random.key(seed)
   params = family.place_params(params, mesh)

@@ -185,12 +185,19 @@ def _check_inputs(spec: SamplerSpec, keys, fixed_labels, fixed_mask, replay, set
                        f"every step), got shape {settings.keep_table.shape}.")
 
 
-def resolve_batching(spec: SamplerSpec) -> str:
+def resolve_batching(spec: SamplerSpec, cond: Any = None, uncond: Any = None) -> str:
   """The guidance batching a sampler of `spec` runs: 'doubled' or 'sequential' ('auto':
-  sequential on CPU, doubled on accelerators)."""
+  sequential on CPU, doubled on accelerators and wherever cond and uncond differ in structure
+  or shapes, e.g. a prompt and a negative prompt of other lengths, which cannot be stacked)."""
   if spec.guidance_batching != "auto":
     return spec.guidance_batching
-  return "sequential" if jax.default_backend() == "cpu" else "doubled"
+  if jax.default_backend() != "cpu":
+    return "doubled"
+  if cond is not None and (jax.tree.structure(cond) != jax.tree.structure(uncond) or any(
+      jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree.leaves(cond),
+                                                    jax.tree.leaves(uncond)))):
+    return "doubled"
+  return "sequential"
 
 
 def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
@@ -210,8 +217,6 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
   ndim = len(label_shape) + 1
   schedule = spec.schedule
   concat = spec.concat_conditions or concat_leaves
-
-  batching = resolve_batching(spec)
 
   def guide(cond_logits, uncond_logits, t, settings):
     return guidance.combine(cond_logits, uncond_logits, t, settings.cfg_scale, settings.cfg_low,
@@ -257,7 +262,8 @@ def make_sampler(apply_fn: Callable[..., jax.Array], spec: SamplerSpec,
   def forward(params, labels, t, cond, uncond, need_cfg, settings):
     """(cond logits, guided logits, passes); the unconditional pass only when needed."""
     any_cfg = jnp.any(need_cfg)
-    run = sequential_forward if batching == "sequential" else doubled_forward
+    run = (sequential_forward if resolve_batching(spec, cond, uncond) == "sequential"
+           else doubled_forward)
     cond_logits, guided = run(params, labels, t, cond, uncond, any_cfg, settings)
     return cond_logits, guided, jnp.where(any_cfg, 2, 1).astype(jnp.int32)
 

@@ -21,6 +21,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from grn_jax import config_check
 from grn_jax.sampling import guidance
 from grn_jax.sampling import schedules
 
@@ -139,21 +140,14 @@ class SamplerSpec:
                        f"{self.label_shape}.")
     if not isinstance(self.schedule, schedules.Schedule):
       raise TypeError(f"schedule must be a schedules.Schedule, got {self.schedule!r}.")
-    if self.keep_mode not in KEEP_MODES:
-      raise ValueError(f"sample.keep_mode must be one of {KEEP_MODES}, got {self.keep_mode!r}.")
-    if self.entropy_budget not in ENTROPY_BUDGETS:
-      raise ValueError(f"sample.entropy_budget must be one of {ENTROPY_BUDGETS}, got "
-                       f"{self.entropy_budget!r}.")
-    if self.model_keep_ratio not in MODEL_KEEP_RATIOS:
-      raise ValueError(f"model_keep_ratio must be one of {MODEL_KEEP_RATIOS}, got "
-                       f"{self.model_keep_ratio!r}.")
-    if self.guidance_batching not in GUIDANCE_BATCHING:
-      raise ValueError(f"guidance_batching must be one of {GUIDANCE_BATCHING}, got "
-                       f"{self.guidance_batching!r}.")
-    if self.guidance not in guidance.RULES:
-      raise ValueError(f"guidance must be one of {guidance.RULES}, got {self.guidance!r}.")
-    if self.label_mode not in ("ind", "bit"):
-      raise ValueError(f"label_mode must be 'ind' or 'bit', got {self.label_mode!r}.")
+    for name, value, choices in (
+        ("sample.keep_mode", self.keep_mode, KEEP_MODES),
+        ("sample.entropy_budget", self.entropy_budget, ENTROPY_BUDGETS),
+        ("model_keep_ratio", self.model_keep_ratio, MODEL_KEEP_RATIOS),
+        ("guidance_batching", self.guidance_batching, GUIDANCE_BATCHING),
+        ("guidance", self.guidance, guidance.RULES),
+        ("label_mode", self.label_mode, ("ind", "bit"))):
+      config_check.check_choice(name, value, choices)
     if self.num_steps < 1:
       raise ValueError(f"sample.num_steps must be >= 1, got {self.num_steps}.")
     if self.adaptive and not (0 < self.warmup_steps < self.min_steps <= self.max_steps):

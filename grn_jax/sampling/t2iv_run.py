@@ -64,6 +64,8 @@ SAMPLE_FIELDS = ("num_steps", "schedule_tmax", "snr_shift", "cfg_interval", "cfg
                  "entropy_k", "entropy_b", "prompt", "prompts", "image", "trajectory", "seed",
                  "batch_size", "fps", "checkpoint", "random_init", "output_dir")
 SECTIONS = ("task", "model", "tokenizer", "text_encoder", "sample", "mesh", "sharding_rules")
+# The training sections of configs/t2iv.py (read by trainers/t2iv.py, checked there).
+TRAINING_SECTIONS = ("mode", "seed", "data", "packing", "corruption", "train", "optim")
 OFFICIAL_T2V_NEGATIVE = "t2v_infer"  # config value naming text.T2V_NEGATIVE_PROMPT
 
 
@@ -71,7 +73,7 @@ def validate_config(config: ml_collections.ConfigDict, mode: str) -> None:
   """Checks the mode against config.task and every section (errors name the field)."""
   if mode not in MODES:
     raise ValueError(f"unknown mode {mode!r}; the prompt modes are {tuple(MODES)}.")
-  config_check.check_fields(config, "", SECTIONS)
+  config_check.check_fields(config, "", SECTIONS, optional=TRAINING_SECTIONS)
   if config.task != MODES[mode]:
     raise ValueError(f"--mode={mode} needs a config with task={MODES[mode]} "
                      f"(--config=configs/t2iv.py:task={MODES[mode]}), got task={config.task!r}.")

@@ -40,7 +40,6 @@ def load_text_encoder(cfg, mesh=None, rules=None) -> tuple[umt5.UMT5Encoder, Any
       onto their shardings (otherwise onto the first device).
   """
   module = umt5.build_umt5(cfg)
-  ids = jnp.zeros((1, 1), jnp.int32)
   if cfg.random_init:
     logging.warning("text_encoder.random_init=True: a RANDOM text encoder (tests only); "
                     "text_encoder.checkpoint=%r is ignored.", cfg.checkpoint)
@@ -51,25 +50,34 @@ def load_text_encoder(cfg, mesh=None, rules=None) -> tuple[umt5.UMT5Encoder, Any
                      "umt5-xxl --dst=DIR --config=configs/umt5.py:variant=xxl` and pass "
                      "--config.text_encoder.checkpoint=DIR/params (or "
                      "text_encoder.random_init=True for a test run).")
-  boxed = jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
+  return module, checkpointing.restore_params(cfg.checkpoint,
+                                              abstract_params(module, mesh, rules))
+
+
+def abstract_params(module: umt5.UMT5Encoder, mesh=None, rules=None) -> Any:
+  """The encoder params as jax.ShapeDtypeStructs on their shardings: by the logical axis
+  `rules` over `mesh`, or on the first device without a mesh. Creates no array."""
+  ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+  boxed = jax.eval_shape(module.init, jax.eval_shape(jax.random.key, 0), ids, ids)["params"]
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: device, nn.unbox(boxed))
   else:
     shardings = sharding.logical_shardings(boxed, mesh, rules)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nn.unbox(boxed), shardings)
-  return module, checkpointing.restore_params(cfg.checkpoint, abstract)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      nn.unbox(boxed), shardings)
 
 
 @functools.lru_cache(maxsize=8)
-def _forward_fn(module: umt5.UMT5Encoder, rules: tuple):
-  """jit((params, ids, mask) -> features): one per module and rules in a process."""
+def make_forward(module: umt5.UMT5Encoder, rules: tuple = ()):
+  """THE encoder program: jit((params, ids int32 [B, L], mask bool [B, L]) -> features
+  float32 [B, L, dim]) with the logical axis `rules` (a tuple) active; one per module and rules
+  in a process (PromptEncoder runs it, `python -m grn_jax.aot --program=encode_text` compiles
+  it)."""
 
   def forward(params, ids, mask):
     with nn.logical_axis_rules(rules):
       return module.apply({"params": params}, ids, mask)
-
   return jax.jit(forward)
 
 
@@ -82,7 +90,7 @@ class PromptEncoder:
     constraints apply; without them the params' shardings alone guide the compiler."""
     self.module, self.params, self.tokenizer, self.mesh = module, params, tokenizer, mesh
     self.rules = sharding.rules_from_config(rules) if rules is not None else ()
-    self.forward = _forward_fn(module, tuple(self.rules))
+    self.forward = make_forward(module, tuple(self.rules))
 
   @classmethod
   def from_config(cls, cfg, mesh=None, rules=None) -> "PromptEncoder":

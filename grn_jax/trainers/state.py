@@ -78,12 +78,8 @@ def check_sections(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.train.{field} must be >= 1, got {train[field]}.")
   if not optim.blr > 0:
     raise ValueError(f"config.optim.blr must be > 0, got {optim.blr}.")
-  if optim.schedule not in SCHEDULES:
-    raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}, got "
-                     f"{optim.schedule!r}.")
-  if optim.lr_scaling not in LR_SCALINGS:
-    raise ValueError(f"config.optim.lr_scaling must be one of {LR_SCALINGS}, got "
-                     f"{optim.lr_scaling!r}.")
+  config_check.check_choice("config.optim.schedule", optim.schedule, SCHEDULES)
+  config_check.check_choice("config.optim.lr_scaling", optim.lr_scaling, LR_SCALINGS)
   if optim.warmup_steps < 0 or (optim.warmup_steps > 0 and optim.warmup_epochs > 0):
     raise ValueError(f"config.optim: give the warm-up in warmup_steps (>= 0, got "
                      f"{optim.warmup_steps}) or in warmup_epochs (got {optim.warmup_epochs}), "

@@ -15,7 +15,9 @@ so the decoder learns to read the quantised latents that the GRN will generate, 
 continuous path keeps gradients informative. The `reconstruction` section holds hbq_rounds and
 the loss weights; data, train and optim are the sections every task has (images from tfds, a
 folder, synthetic patterns, or in memory: data.source = 'arrays' with `dataset=images [N, S, S,
-3]`, uint8 or float in [-1, 1]).
+3]`, uint8 or float in [-1, 1]). With `reconstruction.num_frames` = T > 1 the examples are
+clips `dataset=videos [N, T, S, S, 3]` (in memory only; T = 1 + 4 k for the causal tokenizer,
+latents [B, 1 + k, S/16, S/16, d]) and the same loss trains the joint video tokenizer.
 """
 
 from typing import Any, Callable, Sequence
@@ -39,8 +41,9 @@ from grn_jax.trainers import task as task_lib
 
 CONFIG_FIELDS = ("task", "mode", "seed", "tokenizer", "data", "train", "optim",
                  "reconstruction", "mesh", "sharding_rules")
-RECONSTRUCTION_FIELDS = ("hbq_rounds", "l1_weight", "l2_weight", "quantize_prob")
+RECONSTRUCTION_FIELDS = ("hbq_rounds", "l1_weight", "l2_weight", "quantize_prob", "num_frames")
 SAMPLE_IMAGES = 8  # images of the reconstruction preview
+FRAME_STRIDE = 4   # the causal tokenizer's temporal stride: clips of T = 1 + 4 k frames
 
 
 def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[str] = ()) -> None:
@@ -65,6 +68,13 @@ def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[
   if recon.l1_weight < 0 or recon.l2_weight < 0 or recon.l1_weight + recon.l2_weight <= 0:
     raise ValueError("config.reconstruction.l1_weight and l2_weight must be >= 0 and not both "
                      f"0, got {recon.l1_weight} and {recon.l2_weight}.")
+  frames = recon.num_frames
+  if frames < 1 or (frames - 1) % FRAME_STRIDE:
+    raise ValueError(f"config.reconstruction.num_frames must be 1 (images) or 1 + "
+                     f"{FRAME_STRIDE} k (clips), got {frames}.")
+  if frames > 1 and config.data.source != "arrays":
+    raise ValueError(f"config.reconstruction.num_frames={frames} trains on clips in memory: "
+                     f"set config.data.source='arrays', got {config.data.source!r}.")
   config_check.check_fields(config.mesh, "mesh", sharding.MESH_AXES)
   sharding.rules_from_config(config.sharding_rules)
 
@@ -82,7 +92,7 @@ def reconstruction_loss(params: Any, images: jnp.ndarray, key: jax.Array, *, mod
 
   Args:
     params: tokenizer params (encoder and decoder).
-    images: float32 [B, H, W, 3] in [-1, 1].
+    images: float32 [B, H, W, 3] in [-1, 1], or clips [B, T, H, W, 3].
     key: this step's key; draws which examples go through HBQ.
     module: the HBQTokenizer.
     recon: config.reconstruction.
@@ -92,7 +102,7 @@ def reconstruction_loss(params: Any, images: jnp.ndarray, key: jax.Array, *, mod
   """
   quantize = jax.random.uniform(key, (images.shape[0],)) < recon.quantize_prob
   latents = module.apply({"params": params}, images, method="encode")
-  latents = jnp.where(quantize[:, None, None, None],
+  latents = jnp.where(quantize.reshape((-1,) + (1,) * (latents.ndim - 1)),
                       hbq_straight_through(latents, recon.hbq_rounds), latents)
   err = module.apply({"params": params}, latents, method="decode").astype(jnp.float32) - images
   l1, l2 = jnp.mean(jnp.abs(err)), jnp.mean(err**2)
@@ -114,18 +124,22 @@ class TokenizerTask:
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.module = build_tokenizer(config.tokenizer)
-    self.tokens_per_example = (config.data.image_size // 16)**2
+    frames = config.reconstruction.num_frames
+    size = config.data.image_size
+    # One example: an image [S, S, 3] or a clip [T, S, S, 3].
+    self.example_shape = (size, size, 3) if frames == 1 else (frames, size, size, 3)
+    latent_frames = 1 + (frames - 1) // FRAME_STRIDE
+    self.tokens_per_example = latent_frames * (size // 16)**2
     self.compute_dtype = config.tokenizer.dtype
 
   def init_params(self, key: jax.Array, batch_size: int) -> Any:
     del batch_size  # convolutions: the params do not depend on the batch
-    size = self.config.data.image_size
-    return self.module.init(key, jnp.zeros((1, size, size, 3), jnp.float32))["params"]
+    return self.module.init(key, jnp.zeros((1,) + self.example_shape, jnp.float32))["params"]
 
   def batch_spec(self) -> task_lib.BatchSpec:
-    size, batch = self.config.data.image_size, self.config.train.global_batch_size
-    return {"images": (jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32),
-                       ("batch", None, None, None))}
+    batch = self.config.train.global_batch_size
+    return {"images": (jax.ShapeDtypeStruct((batch,) + self.example_shape, jnp.float32),
+                       ("batch",) + (None,) * len(self.example_shape))}
 
   def loss(self, params: Any, batch: dict[str, jax.Array], key: jax.Array
            ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -133,6 +147,12 @@ class TokenizerTask:
                                recon=self.config.reconstruction)
 
   def input_iterator(self, dataset, rows: tuple[int, int]) -> pipeline.TrainIterator:
+    if dataset is not None and np.shape(dataset)[1:] != self.example_shape:
+      kind = "images" if len(self.example_shape) == 3 else "videos"
+      raise ValueError(f"dataset must be {kind} [N, {', '.join(map(str, self.example_shape))}] "
+                       f"(config.data.image_size={self.config.data.image_size}) for "
+                       f"config.reconstruction.num_frames={self.config.reconstruction.num_frames}"
+                       f", got shape {np.shape(dataset)}.")
     return pipeline.build_image_iterator(self.config, dataset, rows)
 
   def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, Any]
@@ -165,7 +185,7 @@ class TokenizerTask:
 
   def sample_hook(self) -> task_lib.SampleHook | None:
     """Every train.sample_every_steps (if > 0): the batch's first images (left) next to their
-    HBQ reconstructions (right), uint8 [n, S, 2 S, 3]."""
+    HBQ reconstructions (right), uint8 [n, S, 2 S, 3] (clips: [n, T, S, 2 S, 3])."""
     if self.config.train.sample_every_steps <= 0:
       return None
     rounds = self.config.reconstruction.hbq_rounds
@@ -175,7 +195,7 @@ class TokenizerTask:
     def hook(state, batch):
       images = jax.device_get(batch["images"])[:SAMPLE_IMAGES]
       recon = decode(state.params, encode(state.params, images))
-      pair = jnp.concatenate([images, recon], axis=2)
+      pair = jnp.concatenate([images, recon], axis=-2)
       return {"reconstructions": np.asarray(tokenizer_io.to_uint8(pair))}
 
     return hook

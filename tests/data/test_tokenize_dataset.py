@@ -140,7 +140,7 @@ def test_resume_skips_complete_shards_and_redoes_the_rest(tmp_path, tokenizer):
     assert open(out / n, "rb").read() == before[n]
   assert len(label_shards.LabelShardSource(str(out))) == 9
   # A rerun with other settings refuses to mix shards.
-  with pytest.raises(ValueError, match="different settings"):
+  with pytest.raises(ValueError, match="prepared with other settings"):
     _run(reader, out, tokenizer, examples_per_shard=5)
 
 

@@ -128,3 +128,44 @@ def test_no_training_time_evaluation():
   config.train.eval_every_steps = 10
   with pytest.raises(ValueError, match="eval_every_steps > 0: the tokenizer task has no"):
     tokenizer_task.TokenizerTask(config).eval_hook(mesh=None)
+
+
+def test_clips_train_the_video_tokenizer_with_the_same_loss(tmp_path):
+  """num_frames=5: clips [N, 5, S, S, 3] in memory, latents [B, 2, h, w, d] (causal, 1 + 4)."""
+  config = _config(2, global_batch_size=4, train_examples=8)
+  config.data.update(source="arrays", image_size=16)
+  config.reconstruction.num_frames = 5
+  tokenizer_task.validate_config(config)
+  clips = np.stack([np.roll(_images(8, 16), shift, axis=2) for shift in range(5)], axis=1)
+  task = tokenizer_task.TokenizerTask(config)
+  assert task.tokens_per_example == 2 and task.batch_spec()["images"][0].shape == (4, 5, 16, 16, 3)
+  with pytest.raises(ValueError, match=r"videos \[N, 5, 16, 16, 3\] .*num_frames=5"):
+    task.input_iterator(clips[:, :3], (0, 4))
+  state = loop.train(config, str(tmp_path / "run"), dataset=clips)
+  assert int(state.step) == 2
+  # The loss of a clip batch with every example through HBQ (quantize_prob 1), by hand.
+  recon = config.reconstruction.copy_and_resolve_references()
+  recon.quantize_prob = 1.0
+
+  def both(params, batch):
+    loss, out = tokenizer_task.reconstruction_loss(params, batch, jax.random.key(0),
+                                                   module=task.module, recon=recon)
+    latents = task.module.apply({"params": params}, batch, method="encode")
+    z = tokenizer_task.hbq_straight_through(latents, 4)
+    err = task.module.apply({"params": params}, z, method="decode") - batch
+    return latents, loss, out["l1"], jnp.mean(jnp.abs(err)) + jnp.mean(err**2), err
+
+  latents, loss, l1, want, err = jax.jit(both)(state.params, clips[:2])
+  assert latents.shape == (2, 2, 1, 1, 4) and err.shape == (2, 5, 16, 16, 3)
+  np.testing.assert_allclose(float(l1), float(jnp.mean(jnp.abs(err))), rtol=1e-5)
+  np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
+
+
+def test_clip_frames_are_checked():
+  config = tokenizer_configs.get_config("variant=tiny")
+  config.reconstruction.num_frames = 4
+  with pytest.raises(ValueError, match=r"num_frames must be 1 \(images\) or 1 \+ 4 k"):
+    tokenizer_task.validate_config(config)
+  config.reconstruction.num_frames = 5
+  with pytest.raises(ValueError, match="clips in memory: set config.data.source='arrays'"):
+    tokenizer_task.validate_config(config)

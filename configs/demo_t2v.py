@@ -1,0 +1,50 @@
+r"""The prompt-to-motion demo: digits sliding left, right, up or down in 9-frame clips, a causal
+video tokenizer, a frozen random umT5 and a small text-to-video GRN (grn_jax/demo/t2v.py).
+
+  python -m grn_jax.main --config=configs/demo_t2v.py --workdir=/tmp/grn_t2v_demo
+
+Each 16x16 digit slides across a 32x32 canvas (2 pixels a frame) in `demo.captions_per_clip`
+directions, captioned in five training phrasings ("a three moving to the left", ...); the
+tokenizer task trains the joint (causal) video tokenizer on the clips (9 frames -> 3 latent
+frames of 2x2 tokens), the T2V task of the loop the GRN (with image-to-video training: frame 0
+kept with probability p_first_frame); videos come from prompts in three HELD-OUT phrasings, and
+an image-to-video run animates held-out digits. `:size=test` is a seconds-long version.
+"""
+
+import ml_collections
+
+from configs import common
+from configs import demo_t2i
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  size = common.parse_arg(arg, dict(size="default"))["size"]
+  if size not in ("default", "test"):
+    raise ValueError(f"config argument size must be 'default' or 'test', got {size!r}.")
+  test = size == "test"
+  config = demo_t2i.text_demo_config("t2v", test)
+  # A row packs up to 4 clips: 4 x (3 x 2 x 2 tokens + the scale token), 4 captions of <= 14.
+  config.packing.update(visual_tokens=52, text_tokens=56, max_samples=4)
+  config.corruption.p_first_frame = 0.1     # image-to-video training: frame 0 kept, no loss
+  # The run is num_epochs epochs of packed rows (3578 clips, 4 a row, 32 rows a step: 28 steps
+  # an epoch), about 1000 steps; the cosine learning rate spans it.
+  config.train.update(global_batch_size=4 if test else 32, total_steps=3 if test else -1,
+                      num_epochs=1 if test else 36, checkpoint_every_steps=3 if test else 500)
+  config.optim.warmup_steps = 1 if test else 100
+  config.sample.update(num_steps=3 if test else 25, schedule_tmax=3 if test else 25,
+                       cfg_scale=6.0, batch_size=20 if test else 80)
+  config.sample.temperature = 0.8   # the prompt-to-digit demo's best (not measured here)
+  clips = 1795 if test else 2 * 1789
+  config.tokenizer_train = (demo_t2i.tokenizer_train_section(3, 4, clips, num_frames=9) if test
+                            else demo_t2i.tokenizer_train_section(300, 16, clips, num_frames=9))
+  config.demo = ml_collections.ConfigDict(dict(
+      image_size=32,              # the canvas
+      digit_size=16,              # the digits (8x8 upsampled); travel 16 = 2 pixels a frame
+      captions_per_clip=1 if test else 2,    # directions (clips) per training digit
+      per_direction=1 if test else 8,        # held-out prompts per (digit, direction)
+      i2v_images=2 if test else 8,           # held-out digits animated from frame 0
+      gif_frame_ms=150,
+      evaluate=not test,
+      sample_params="ema_0",
+  ))
+  return config
