@@ -8,7 +8,6 @@ Runs on any host with the libtpu wheel (no TPU): JAX runs on the CPU, the progra
 by the TPU compiler for the devices of the topology (see grn_jax/aot/__init__.py).
 """
 
-import json
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # before jax starts: never look for a TPU here
@@ -20,6 +19,7 @@ from ml_collections import config_flags
 
 from grn_jax import aot
 from grn_jax.aot import topology as topology_lib
+from grn_jax.sampling import outputs
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -47,8 +47,7 @@ def main(argv):
                                     FLAGS.num_slices, FLAGS.batch)
   print(aot.format_report(report))
   if FLAGS.json:
-    with open(FLAGS.json, "w") as f:
-      json.dump(report, f, indent=1)
+    outputs.save_json(FLAGS.json, report)
 
 
 def run_cli() -> None:

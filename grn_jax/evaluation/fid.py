@@ -12,7 +12,6 @@ one the reference was computed with: torch_fidelity for the official JiT statist
 paper's numbers) and the ADM reference batches, the stored one for our own files.
 """
 
-import json
 import os
 import zipfile
 from typing import Any, Iterator
@@ -26,6 +25,7 @@ from grn_jax.evaluation import fid_protocol
 from grn_jax.evaluation import inception
 from grn_jax.evaluation import metrics
 from grn_jax.evaluation import reference
+from grn_jax.sampling import outputs
 
 IMAGE_KEYS = ("images", "arr_0")
 
@@ -158,8 +158,7 @@ def main(argv) -> None:
               f"recall            {results['recall']:.4f}"]
   print("\n".join(lines))
   if FLAGS.out_json:
-    with open(FLAGS.out_json, "w") as f:
-      json.dump(results, f, indent=1)
+    outputs.save_json(FLAGS.out_json, results)
 
 
 def run_cli() -> None:
