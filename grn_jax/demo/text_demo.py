@@ -102,8 +102,9 @@ def tokenizer_stage(config, workdir: str, media: np.ndarray, tag: str):
   say(f"{tag} tokenizer: training {steps} steps on {len(media)} examples {media.shape[1:]}")
   bar = demo_train.ProgressBar("tokenizer", steps)
   try:
-    state = loop.train(run, os.path.join(workdir, demo_train.TOKENIZER_RUN), dataset=media,
-                       hooks=[bar])
+    run_dir = os.path.join(workdir, demo_train.TOKENIZER_RUN)
+    # A stop signal raises (exit 75) instead of saving a half-trained tokenizer as the result.
+    state = loop.fit(run, run_dir, dataset=media, hooks=[bar]).raise_if_stopped(run_dir)
   finally:
     bar.close()
   params = jax.device_get(state.params)
@@ -179,7 +180,7 @@ def grn_stage(config, workdir: str, dataset: captioned.CaptionedArrays, tag: str
       f"(up to {config.packing.max_samples} examples each) on {len(dataset)} captioned examples")
   bar = demo_train.ProgressBar("GRN", steps)
   try:
-    state = loop.train(run, workdir, dataset=dataset, hooks=[bar])
+    state = loop.fit(run, workdir, dataset=dataset, hooks=[bar]).raise_if_stopped(workdir)
   finally:
     bar.close()
   which = config.demo.sample_params
