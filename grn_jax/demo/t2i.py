@@ -23,7 +23,6 @@ import shutil
 import time
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -74,11 +73,7 @@ def training_captions(classes: np.ndarray, strokes: np.ndarray, per_image: int, 
 
 def run_t2i_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the seven stages; returns a summary dict (paths, timings, metrics)."""
-  text_demo.validate_config(config, text_demo.demo_fields("t2i"))
-  start = time.perf_counter()
-  os.makedirs(workdir, exist_ok=True)
-  workdir = os.path.abspath(workdir)
-  timings, summary = {}, dict(workdir=workdir, devices=str(jax.devices()))
+  workdir, timings, summary, start = text_demo.begin(config, "t2i", workdir)
   say = text_demo.say
 
   t = time.perf_counter()
@@ -92,17 +87,8 @@ def run_t2i_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
       f"(e.g. {texts[0]!r}), {len(prompts)} held-out prompts (e.g. {prompts[0]!r})")
   timings["data"] = time.perf_counter() - t
 
-  t = time.perf_counter()
-  tok_params, summary["tokenizer_metrics"] = text_demo.tokenizer_stage(config, workdir, images,
-                                                                       "[2/7]")
-  timings["tokenizer"] = time.perf_counter() - t
-
-  t = time.perf_counter()
-  bits, summary["reconstruction_psnr_db"] = text_demo.labels_stage(
-      config, workdir, tok_params, images, "digits_bits.npz")
-  say(f"[3/7] labels: bits {bits.shape}; decoded-label PSNR "
-      f"{summary['reconstruction_psnr_db']:.1f} dB")
-  timings["labels"] = time.perf_counter() - t
+  tok_params, bits = text_demo.media_stages(config, workdir, images, "digits_bits.npz", 7, summary,
+                                           timings)
 
   t = time.perf_counter()
   encoder_cfg, features, null, separation = text_demo.text_stage(

@@ -24,7 +24,6 @@ import shutil
 import time
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -91,11 +90,7 @@ def _generate(family, params, tok_module, tok_params, config, out_dir: str) -> n
 
 def run_t2v_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the eight stages; returns a summary dict (paths, timings, metrics)."""
-  text_demo.validate_config(config, text_demo.demo_fields("t2v"))
-  start = time.perf_counter()
-  os.makedirs(workdir, exist_ok=True)
-  workdir = os.path.abspath(workdir)
-  timings, summary = {}, dict(workdir=workdir, devices=str(jax.devices()))
+  workdir, timings, summary, start = text_demo.begin(config, "t2v", workdir)
   say, demo = text_demo.say, config.demo
 
   t = time.perf_counter()
@@ -118,18 +113,9 @@ def run_t2v_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
       f"{len(prompts)} held-out prompts (e.g. {prompts[0]!r})")
   timings["data"] = time.perf_counter() - t
 
-  t = time.perf_counter()
-  tok_params, summary["tokenizer_metrics"] = text_demo.tokenizer_stage(config, workdir, media,
-                                                                       "[2/8]")
-  timings["tokenizer"] = time.perf_counter() - t
-
-  t = time.perf_counter()
-  bits, summary["reconstruction_psnr_db"] = text_demo.labels_stage(
-      config, workdir, tok_params, media, "clips_bits.npz")
-  say(f"[3/8] labels: bits {bits.shape}; decoded-label PSNR "
-      f"{summary['reconstruction_psnr_db']:.1f} dB")
+  tok_params, bits = text_demo.media_stages(config, workdir, media, "clips_bits.npz", 8, summary,
+                                           timings)
   del media
-  timings["labels"] = time.perf_counter() - t
 
   t = time.perf_counter()
   i2v_prompts = [captions.fill("a {word} moving to the {dir}", int(classes[i]), "",

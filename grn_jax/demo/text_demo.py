@@ -12,6 +12,7 @@
 
 import os
 import shutil
+import time
 from typing import Any, Sequence
 
 import jax
@@ -136,6 +137,34 @@ def labels_stage(config, workdir: str, params, media: np.ndarray, name: str
   real = np.asarray(tokenizer_io.to_uint8(media), np.float32)
   mse = np.mean((np.asarray(tokenizer_io.to_uint8(recon), np.float32) - real)**2)
   return bits, float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def begin(config, task: str, workdir: str) -> tuple[str, dict, dict, float]:
+  """Checks a demo config (task 't2i' | 't2v') and creates its workdir; returns (the absolute
+  workdir, the timings and summary dicts the stages fill, the start time)."""
+  validate_config(config, demo_fields(task))
+  start = time.perf_counter()
+  os.makedirs(workdir, exist_ok=True)
+  workdir = os.path.abspath(workdir)
+  return workdir, {}, dict(workdir=workdir, devices=str(jax.devices())), start
+
+
+def media_stages(config, workdir: str, media: np.ndarray, bits_name: str, num_stages: int,
+                 summary: dict, timings: dict) -> tuple[Any, np.ndarray]:
+  """Stages 2 and 3 of both demos: the tokenizer (trained or reused), then the HBQ bits of the
+  media (cached in workdir/bits_name) and their reconstruction PSNR; fills summary and timings.
+  Returns (tokenizer params, bits uint8 [N, T, h, w, D])."""
+  t = time.perf_counter()
+  tok_params, summary["tokenizer_metrics"] = tokenizer_stage(config, workdir, media,
+                                                             f"[2/{num_stages}]")
+  timings["tokenizer"] = time.perf_counter() - t
+  t = time.perf_counter()
+  bits, summary["reconstruction_psnr_db"] = labels_stage(config, workdir, tok_params, media,
+                                                         bits_name)
+  say(f"[3/{num_stages}] labels: bits {bits.shape}; decoded-label PSNR "
+      f"{summary['reconstruction_psnr_db']:.1f} dB")
+  timings["labels"] = time.perf_counter() - t
+  return tok_params, bits
 
 
 def compact(features: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
