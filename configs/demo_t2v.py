@@ -28,14 +28,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.corruption.p_first_frame = 0.1     # image-to-video training: frame 0 kept, no loss
   # The run is num_epochs epochs of packed rows (3578 clips, 4 a row, 32 rows a step: 28 steps
   # an epoch), about 1000 steps; the cosine learning rate spans it.
-  config.train.update(global_batch_size=4 if test else 32, total_steps=3 if test else -1,
+  config.train.update(global_batch_size=8 if test else 32, total_steps=3 if test else -1,
                       num_epochs=1 if test else 36, checkpoint_every_steps=3 if test else 500)
   config.optim.warmup_steps = 1 if test else 100
   config.sample.update(num_steps=3 if test else 25, schedule_tmax=3 if test else 25,
-                       cfg_scale=6.0, batch_size=20 if test else 80)
+                       cfg_scale=6.0, batch_size=8 if test else 80)
   config.sample.temperature = 0.8   # the prompt-to-digit demo's best (not measured here)
   clips = 1795 if test else 2 * 1789
-  config.tokenizer_train = (demo_t2i.tokenizer_train_section(3, 4, clips, num_frames=9) if test
+  config.tokenizer_train = (demo_t2i.tokenizer_train_section(3, 8, clips, num_frames=9) if test
                             else demo_t2i.tokenizer_train_section(300, 16, clips, num_frames=9))
   config.demo = ml_collections.ConfigDict(dict(
       image_size=32,              # the canvas
