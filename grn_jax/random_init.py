@@ -39,7 +39,7 @@ class InitProgram:
     return compiled(key)
 
   def shape(self, module: nn.Module) -> Any:
-    return jax.eval_shape(functools.partial(self._fn, module), jax.random.key(0))
+    return jax.eval_shape(functools.partial(self._fn, module), jax.eval_shape(jax.random.key, 0))
 
 
 def program(fn: Callable[[nn.Module, jax.Array], Any]) -> InitProgram:

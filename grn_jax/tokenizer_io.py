@@ -81,18 +81,14 @@ def _init_params(module: nn.Module, key: jax.Array) -> Any:
 
 
 def abstract_params(module: nn.Module) -> Any:
-  """The params of `module` as jax.ShapeDtypeStructs, the tree load_tokenizer returns (AOT)."""
-  return jax.eval_shape(_init_params, module, jax.eval_shape(jax.random.key, 0))
+  """The params of `module` as jax.ShapeDtypeStructs, the tree load_tokenizer returns (AOT);
+  creates no array."""
+  return _init_params.shape(module)
 
 
 def random_params(module: nn.Module, seed: int) -> Any:
   """Random encoder and decoder params of `module` from key(seed) (compiled once per module)."""
   return _init_params(module, jax.random.key(seed))
-
-
-def params_shape(module: nn.Module) -> Any:
-  """The shapes and dtypes of `random_params(module, ...)`, without computing anything."""
-  return _init_params.shape(module)
 
 
 def load_tokenizer(tokenizer_cfg: ml_collections.ConfigDict, seed: int = 0

@@ -312,7 +312,7 @@ def abstract_program(config: ml_collections.ConfigDict, mode: str, *, batch: int
       decode_fn=tokenizer_io.Uint8Decode(tokenizer_io.TokenizerDecode(tok_module)),
       rules=sharding.rules_from_config(config.sharding_rules))
   params = nn.unbox(_init_grn.shape(module))
-  tok_params = tokenizer_io.params_shape(tok_module)
+  tok_params = tokenizer_io.abstract_params(tok_module)
 
   def text_cache(rows: int, length: int):
     features = jax.ShapeDtypeStruct((rows, length, module.text_dim), jnp.float32)
