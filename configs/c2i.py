@@ -134,11 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # max_steps), offset = warmup_steps for entropy_budget='after_warmup' (the convention of
       # the official constants, initial commit) or 0 for 'total'.
       adaptive=False,
-      warmup_steps=5,
-      min_steps=10,
-      max_steps=50,
-      entropy_k=417.7052426732362,
-      entropy_b=-318.1272488653967,
+      **common.OFFICIAL_ENTROPY_STEPS,  # warmup, min/max steps, the official k and b
       entropy_budget="after_warmup",  # after_warmup | total: what round(k H + b) counts
       params="ema_0",             # ema_0 (decay 0.9999) | ema_1 | params
       checkpoint="",              # a converted params dir; empty: the workdir's train checkpoint

@@ -3,6 +3,12 @@
 import ml_collections
 
 
+# Entropy-guided steps with the official constants (the initial official commit's rule, GRN-SPEC
+# §F.4): H at step warmup_steps sets each row's budget (grn_jax/sampling/refine.py).
+OFFICIAL_ENTROPY_STEPS = dict(warmup_steps=5, min_steps=10, max_steps=50,
+                              entropy_k=417.7052426732362, entropy_b=-318.1272488653967)
+
+
 def parse_arg(arg: str | None, defaults: dict[str, str]) -> dict[str, str]:
   """'variant=B,label_mode=bit' -> {'variant': 'B', 'label_mode': 'bit'} over `defaults`.
 

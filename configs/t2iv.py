@@ -202,11 +202,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                   # negative_prompt 't2v_infer': the official T2V one
       # Entropy-guided steps (the initial official commit's rule; sampling/t2iv.py).
       adaptive=False,
-      warmup_steps=5,
-      min_steps=10,
-      max_steps=50,
-      entropy_k=417.7052426732362,
-      entropy_b=-318.1272488653967,
+      **common.OFFICIAL_ENTROPY_STEPS,  # warmup, min/max steps, the official k and b
       # What to generate (--prompt / --prompts / --image / --trajectory of grn_jax.main).
       prompt="",
       prompts="",                 # a UTF-8 text file, one prompt per line ('#' comments)
