@@ -107,6 +107,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       warmup_epochs=5,
       warmup_steps=0,             # > 0: the warm-up in steps instead of epochs
       min_lr=0.0,
+      warmup_init=0.0,            # official: the warm-up starts at 0
+      warmup_hold_last=False,
       eps=1e-8,
   ))
   if tiny:

@@ -67,7 +67,8 @@ def text_demo_config(task: str, test: bool) -> ml_collections.ConfigDict:
       ema_decays=(0.995,), log_every_steps=100, keep_checkpoints=1, async_checkpointing=False,
       peak_flops_per_device=1e11, sample_every_steps=0)
   config.optim.update(blr=1e-3, lr_scaling="none", weight_decay=0.0, grad_clip_norm=1.0,
-                      schedule="cosine", warmup_epochs=0.0, min_lr=1e-5)
+                      schedule="cosine", warmup_epochs=0.0, warmup_init=0.0,
+                      warmup_hold_last=False, min_lr=1e-5)
   config.sample.update(cfg_interval=0.0, temperature=1.0, snr_shift=1.0, negative_prompt="",
                        prompt_suffix="", seed=0, random_init=False, checkpoint="")
   return config

@@ -175,7 +175,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       peak_flops_per_device=0.0,  # for MFU; 0 = measure the matmul peak at start
   ))
   # Official: AdamW(0.9, 0.999), lr 2e-5 whatever the batch, weight decay 0.005 except 1-D
-  # tensors and biases, linear warm-up over 100 iterations, then constant; clipping 2.0.
+  # tensors and biases, linear warm-up over 100 iterations from 0.005 x lr, then constant at the
+  # last warm-up rate (the official loop sets the rate only while warming up: 0.99005 x lr);
+  # clipping 2.0.
   config.optim = ml_collections.ConfigDict(dict(
       blr=2e-5,
       lr_scaling="none",
@@ -186,6 +188,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       schedule="constant",
       warmup_epochs=0.0,
       warmup_steps=2 if tiny else 100,
+      warmup_init=0.005,          # official wp0
+      warmup_hold_last=True,
       min_lr=0.0,
       eps=1e-8,
   ))

@@ -97,6 +97,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       warmup_epochs=0.0 if tiny else 0.05,
       warmup_steps=0,
       min_lr=0.0,
+      warmup_init=0.0,
+      warmup_hold_last=False,
       eps=1e-8,
   ))
   # The pixel loss through straight-through HBQ (grn_jax/trainers/tokenizer.py).

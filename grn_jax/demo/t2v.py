@@ -44,22 +44,39 @@ from grn_jax.sampling import t2iv_run
 
 
 class ArrayWriter:
-  """Output writer of the demo's videos: {i:06d}.npy (uint8 [T, H, W, 3]) and .gif."""
+  """Output writer of the demo's videos: {i:06d}.npz (uint8 `pixels` [T, H, W, 3] and the
+  metadata as JSON) and {i:06d}.gif."""
 
   def __init__(self, fps: float):
     self.fps = fps
 
   def done(self, out_dir: str, index: int) -> bool:
-    return os.path.exists(os.path.join(out_dir, f"{index:06d}.npy"))
+    return os.path.exists(os.path.join(out_dir, f"{index:06d}.npz"))
 
   def write(self, out_dir: str, index: int, pixels: np.ndarray, meta) -> None:
-    del meta
     stem = os.path.join(out_dir, f"{index:06d}")
     outputs.save_gif(stem + ".gif", pixels, self.fps)
-    np.save(stem + ".npy", np.asarray(pixels, np.uint8))
+    meta = json.dumps({k: v.item() if isinstance(v, np.generic) else v for k, v in meta.items()})
+    with open(stem + ".npz.tmp", "wb") as f:
+      np.savez(f, pixels=np.asarray(pixels, np.uint8), meta=meta)
+    os.replace(stem + ".npz.tmp", stem + ".npz")
 
-  def read(self, out_dir: str, total: int) -> np.ndarray:
-    return np.stack([np.load(os.path.join(out_dir, f"{i:06d}.npy")) for i in range(total)])
+  def read(self, out_dir: str, index: int) -> tuple[np.ndarray, dict]:
+    path = os.path.join(out_dir, f"{index:06d}.npz")
+    try:
+      with np.load(path) as data:
+        return data["pixels"], json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError) as e:
+      raise outputs.OutputDamaged(f"{path} is unreadable ({e})") from e
+
+  def remove(self, out_dir: str, index: int) -> None:
+    for suffix in (".npz", ".gif"):
+      path = os.path.join(out_dir, f"{index:06d}{suffix}")
+      if os.path.exists(path):
+        os.remove(path)
+
+  def read_all(self, out_dir: str, total: int) -> np.ndarray:
+    return np.stack([self.read(out_dir, i)[0] for i in range(total)])
 
 
 def motion_prompts(per_direction: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -85,7 +102,7 @@ def _generate(family, params, tok_module, tok_params, config, out_dir: str) -> n
   generate.generate(family, params, tokenizer_io.TokenizerDecode(tok_module), tok_params, out_dir,
                     batch_size=config.sample.batch_size, seed=config.sample.seed,
                     mesh=sharding.make_mesh(config.mesh), show_progress=True)
-  return writer.read(out_dir, family.num_outputs)
+  return writer.read_all(out_dir, family.num_outputs)
 
 
 def run_t2v_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -40,7 +40,6 @@ import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
-import numpy as np
 
 IMPLS = ("auto", "xla", "cudnn", "splash", "chunked")
 # auto on CPU: from this many score elements per head (N * M, e.g. 4096 x 4096) chunked replaces

@@ -16,7 +16,6 @@ left out of RoPE (identity rotation) and dropped before the final layer.
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 

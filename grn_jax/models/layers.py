@@ -173,7 +173,7 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> np.ndarray:
   [sin(pos w), cos(pos w)] with w_k = 10000^(-k / (embed_dim/4)).
   """
   if embed_dim % 4:
-    raise ValueError(f"hidden_size must be divisible by 4 for the 2-D position embedding.")
+    raise ValueError("hidden_size must be divisible by 4 for the 2-D position embedding.")
   rows, cols = np.meshgrid(np.arange(grid_size, dtype=np.float64),
                            np.arange(grid_size, dtype=np.float64), indexing="ij")
 

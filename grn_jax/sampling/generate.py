@@ -24,8 +24,9 @@ on (the family's `record`: model and sampler settings, schedule, counts; the see
 of the contents of the params and of the decoder's params). A rerun resumes only when the new record equals it, and otherwise
 stops with GenerationMismatchError naming the differing fields (choose a new output directory,
 or delete the old one to overwrite it); a folder of PNGs without a record is refused the same
-way. Every existing PNG is validated before it counts (it decodes, has the shape of the others
-and the metadata of its index); a damaged one is deleted and generated again. SIGTERM/SIGINT
+way. Every existing output is validated before it counts (its writer reads it back: it
+decodes, agrees with its record, has the shape of the others and the metadata of its index, see
+invalid_outputs); a damaged one is deleted and generated again. SIGTERM/SIGINT
 finish the current batch and raise grn_jax.preemption.Interrupted (exit status 75). PNGs are written atomically and
 carry the family's metadata and the row's steps, NFE and H as text chunks (`grn_steps`,
 `grn_nfe`, `grn_entropy`), from which samples.npz is assembled by streaming (never all images in
@@ -43,7 +44,6 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from grn_jax import checkpointing
 from grn_jax import preemption
@@ -131,15 +131,6 @@ class GenerationMismatchError(ValueError):
 png_path = outputs.png_path
 
 
-def first_missing_index(out_dir: str, total: int,
-                        writer: outputs.OutputWriter = outputs.PngWriter()) -> int:
-  """The first index the writer has not completed; total when all exist."""
-  for i in range(total):
-    if not writer.done(out_dir, i):
-      return i
-  return total
-
-
 def params_fingerprint(params: Any) -> str:
   """sha256 over the tree paths, dtypes, shapes and bytes of every leaf (host copies)."""
   digest = hashlib.sha256()
@@ -192,51 +183,58 @@ def check_record(out_dir: str, record: Mapping[str, Any]) -> None:
   os.replace(path + ".tmp", path)
 
 
-def missing_indices(out_dir: str, family: "Family") -> np.ndarray:
-  """Indices (int [M], ascending) without a valid output; invalid PNGs are deleted (logged).
+def invalid_outputs(out_dir: str, family: "Family") -> list[tuple[int, str]]:
+  """(index, why) of every output that is not validly written, ascending; deletes nothing.
 
-  A PNG is valid when it decodes, has the shape of the first valid one and carries the metadata
-  of its index (family.metadata and the sampler's grn_steps). Other writers (the T2I/T2V
-  media and JSON records of sampling/outputs.py) say themselves whether an output is done.
+  An output is valid when its writer finds it done, reads it back (family.writer.read: the
+  files decode and agree with their record), its pixels have the shape of the first valid
+  output's and its metadata is that of its index (family.metadata, e.g. the class or the
+  prompt, and the sampler's grn_steps).
   """
-  for name in os.listdir(out_dir):
-    if name.endswith(".tmp"):  # a write a kill interrupted
-      os.remove(os.path.join(out_dir, name))
-  if not isinstance(family.writer, outputs.PngWriter):
-    return np.asarray([i for i in range(family.num_outputs)
-                       if not family.writer.done(out_dir, i)], np.int64)
-  missing, shape = [], None
+  invalid, shape = [], None
   for i in range(family.num_outputs):
-    path = png_path(out_dir, i)
-    if not os.path.exists(path):
-      missing.append(i)
+    if not family.writer.done(out_dir, i):
+      invalid.append((i, "missing"))
       continue
     try:
-      image, meta = read_png(path)
-      problem = None
-      if shape is not None and image.shape != shape:
-        problem = f"shape {image.shape}, not {shape}"
-      expected = dict(family.metadata(i), grn_steps=None)
-      wrong = [k for k, v in expected.items()
-               if k not in meta or (v is not None and meta[k] != float(v))]
-      if wrong:
-        problem = f"metadata {wrong} missing or not that of index {i}"
-    except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated / not a PNG
-      problem = f"unreadable ({e})"
-    if problem is None:
-      shape = shape or image.shape
+      pixels, meta = family.writer.read(out_dir, i)
+    except outputs.OutputDamaged as e:
+      invalid.append((i, str(e)))
       continue
-    logging.warning("%s is damaged (%s): deleting it and generating it again.", path, problem)
-    os.remove(path)
+    expected = dict(family.metadata(i), grn_steps=None)
+    wrong = [k for k, v in expected.items()
+             if k not in meta or (v is not None and meta[k] != _as_stored(v))]
+    if shape is not None and pixels.shape != shape:
+      invalid.append((i, f"shape {pixels.shape}, not {shape}"))
+    elif wrong:
+      invalid.append((i, f"metadata {wrong} missing or not that of index {i}"))
+    else:
+      shape = shape or pixels.shape
+  return invalid
+
+
+def _as_stored(value: Any) -> Any:
+  """Numbers as PNG text chunks read back (float), anything else as it is."""
+  return float(value) if isinstance(value, (int, float, np.number)) else value
+
+
+def missing_indices(out_dir: str, family: "Family") -> np.ndarray:
+  """Indices (int [M], ascending) without a valid output (invalid_outputs); the files of a
+  damaged one are deleted (logged) and a kill's leftover *.tmp files removed."""
+  for name in os.listdir(out_dir):
+    if name.endswith(".tmp") or ".tmp." in name:  # a write a kill interrupted
+      os.remove(os.path.join(out_dir, name))
+  missing = []
+  for i, why in invalid_outputs(out_dir, family):
+    if why != "missing":
+      logging.warning("output %d in %s is damaged (%s): deleting it and generating it again.",
+                      i, out_dir, why)
+      family.writer.remove(out_dir, i)
     missing.append(i)
   return np.asarray(missing, np.int64)
 
 
-def read_png(path: str) -> tuple[np.ndarray, dict[str, float]]:
-  """(uint8 [H, W, 3], metadata dict of the grn_* text chunks)."""
-  with Image.open(path) as im:
-    meta = {k: float(v) for k, v in getattr(im, "text", {}).items() if k.startswith("grn_")}
-    return np.asarray(im.convert("RGB")), meta
+read_png = outputs.read_png
 
 
 def global_array(host: np.ndarray, mesh) -> jax.Array:

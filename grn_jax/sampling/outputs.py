@@ -7,6 +7,11 @@ killed run never leaves a truncated output that a resumed run would take for don
                                     <out>/{i:06d}.json (the record: prompt, seed, settings,
                                     steps used): written last, it marks the output done
 
+Each writer also reads an output back (`read`: its pixels and metadata, raising OutputDamaged
+when a file is missing, truncated or not what its record says), which is how a resumed run
+validates what it finds (sampling/generate.py) and how sampling/fit_entropy.py reads the runs
+it compares; `remove` deletes an output's files so it is generated again.
+
 MP4 needs the `video` extra (imageio with its ffmpeg plugin: pip install 'grn_jax[video]').
 """
 
@@ -19,14 +24,24 @@ from PIL import Image
 from PIL import PngImagePlugin
 
 
+class OutputDamaged(ValueError):
+  """An output's files exist but are unreadable or disagree with each other."""
+
+
 class OutputWriter(Protocol):
-  """What sampling/generate.py needs to write and resume outputs."""
+  """What sampling/generate.py needs to write, validate and resume outputs."""
 
   def done(self, out_dir: str, index: int) -> bool:
-    """Whether output `index` is completely written."""
+    """Whether output `index` is completely written (its last file exists)."""
 
   def write(self, out_dir: str, index: int, pixels: np.ndarray, meta: Mapping[str, Any]) -> None:
     """Writes output `index`: uint8 [H, W, 3] or [frames, H, W, 3] and its metadata."""
+
+  def read(self, out_dir: str, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(pixels as written, metadata as given to write); raises OutputDamaged."""
+
+  def remove(self, out_dir: str, index: int) -> None:
+    """Deletes every file of output `index` (absent ones are fine)."""
 
 
 def png_path(out_dir: str, index: int) -> str:
@@ -81,6 +96,46 @@ class PngWriter:
   def write(self, out_dir: str, index: int, pixels: np.ndarray, meta: Mapping[str, Any]) -> None:
     save_png(png_path(out_dir, index), pixels, meta)
 
+  def read(self, out_dir: str, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(uint8 [H, W, 3], the grn_* text chunks as floats)."""
+    return read_png(png_path(out_dir, index))
+
+  def remove(self, out_dir: str, index: int) -> None:
+    _remove([png_path(out_dir, index)])
+
+
+def read_png(path: str) -> tuple[np.ndarray, dict[str, float]]:
+  """(uint8 [H, W, 3], metadata dict of the grn_* text chunks); raises OutputDamaged."""
+  try:
+    with Image.open(path) as im:
+      meta = {k: float(v) for k, v in getattr(im, "text", {}).items() if k.startswith("grn_")}
+      return np.asarray(im.convert("RGB")), meta
+  except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated / not a PNG
+    raise OutputDamaged(f"{path} is unreadable ({e})") from e
+
+
+def read_gif(path: str) -> np.ndarray:
+  """uint8 [F, H, W, 3] of a GIF (its palette colours); raises OutputDamaged."""
+  try:
+    with Image.open(path) as im:
+      frames = []
+      for i in range(im.n_frames):
+        im.seek(i)
+        frames.append(np.asarray(im.convert("RGB")))
+      return np.stack(frames)
+  except (OSError, ValueError, EOFError) as e:
+    raise OutputDamaged(f"{path} is unreadable ({e})") from e
+
+
+def _remove(paths) -> None:
+  for path in paths:
+    if os.path.exists(path):
+      os.remove(path)
+
+
+# Sampler metadata as generate passes it to write (PNG text chunks) -> JSON record keys.
+_RECORD_KEYS = {"grn_steps": "steps", "grn_nfe": "nfe", "grn_entropy": "entropy"}
+
 
 class VisualWriter:
   """An image (PNG) or a video (MP4 and GIF) per output, and its JSON record (written last)."""
@@ -108,6 +163,40 @@ class VisualWriter:
     record = dict(self.record, index=index, files=[os.path.basename(f) for f in files],
                   **{k.removeprefix("grn_"): _plain(v) for k, v in meta.items()})
     save_json(self.json_path(out_dir, index), record)
+
+  def read(self, out_dir: str, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(uint8 [F, H, W, 3]: the PNG, or the GIF's frames for videos, metadata as written).
+
+    Checks that the record parses, is that of `index` and of this writer's settings, and that
+    its media decode (a video's MP4 must exist and be non-empty; its GIF gives the frames)."""
+    path = self.json_path(out_dir, index)
+    try:
+      with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    except (OSError, ValueError) as e:
+      raise OutputDamaged(f"{path} is unreadable ({e})") from e
+    if not isinstance(record, dict) or record.get("index") != index:
+      raise OutputDamaged(f"{path} is not the record of output {index}")
+    stored = json.loads(json.dumps(self.record))  # tuples -> lists, as stored
+    wrong = sorted(k for k, v in stored.items() if record.get(k) != v)
+    if wrong:
+      raise OutputDamaged(f"{path} was written with other settings ({wrong})")
+    stem = os.path.join(out_dir, f"{index:06d}")
+    if self.video:
+      if not os.path.exists(stem + ".mp4") or os.path.getsize(stem + ".mp4") == 0:
+        raise OutputDamaged(f"{stem}.mp4 is missing or empty")
+      pixels = read_gif(stem + ".gif")
+    else:
+      pixels = read_png(stem + ".png")[0][None]
+    meta = {k: record[v] for k, v in _RECORD_KEYS.items() if v in record}
+    meta.update({k: v for k, v in record.items() if k not in stored and k not in (
+        "index", "files", *_RECORD_KEYS.values())})
+    return pixels, meta
+
+  def remove(self, out_dir: str, index: int) -> None:
+    stem = os.path.join(out_dir, f"{index:06d}")
+    _remove([self.json_path(out_dir, index)] +   # first: the output stops counting as done
+            [stem + s for s in (".png", ".mp4", ".gif")])
 
 
 def _plain(value: Any) -> Any:

@@ -384,17 +384,16 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str) -> dict[str,
     labels = tokenizer_io.encode_labels(tok_module, tok_params, image[None],
                                         config.model.hbq_rounds, "bit")
     fixed = editing.image_to_video(np.asarray(labels), shape[0])
-  probe = outputs.VisualWriter(mode != "t2i", sample.fps, {})
-  start = generate.first_missing_index(out_dir, len(prompts), probe)
-  todo = [p + sample.prompt_suffix for p in prompts[start:]]
-  features = {}
-  negative_features = np.zeros((1, config.text_encoder.dim), np.float32)
+  family = T2IVGeneration(config, mode, prompts, {}, np.zeros((1, config.text_encoder.dim),
+                                                              np.float32), shape, template, fixed)
+  # umT5 runs only for the outputs still to write (missing or damaged: generate regenerates
+  # exactly those), then it is freed.
+  todo = [i for i, _ in generate.invalid_outputs(out_dir, family)]
   if todo:
-    encoded, negative_features = encode_prompts(config.text_encoder, todo, negative,
-                                                sample.batch_size)
-    features = dict(zip(range(start, len(prompts)), encoded))
-  family = T2IVGeneration(config, mode, prompts, features, negative_features, shape, template,
-                          fixed)
+    encoded, family.negative = encode_prompts(
+        config.text_encoder, [prompts[i] + sample.prompt_suffix for i in todo], negative,
+        sample.batch_size)
+    family.features = dict(zip(todo, encoded))
   params = load_grn_params(config, family.module)
   summary = generate.generate(family, params, tokenizer_io.TokenizerDecode(tok_module),
                               tok_params, out_dir, batch_size=sample.batch_size,

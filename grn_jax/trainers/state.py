@@ -9,8 +9,11 @@ Sections (their fields are TRAIN_FIELDS and OPTIM_FIELDS; defaults live in the c
           periods and checkpoint options are read by grn_jax/trainers/loop.py)
   optim   blr (peak lr = blr * global_batch_size / 256 with lr_scaling 'linear', blr itself
           with 'none'), b1, b2, eps, weight_decay, grad_clip_norm, schedule (constant | cosine
-          after a linear warm-up of warmup_steps steps, or of warmup_epochs epochs when
-          warmup_steps is 0), min_lr
+          after a linear warm-up from warmup_init x the peak over warmup_steps steps, or
+          warmup_epochs epochs when warmup_steps is 0), min_lr, warmup_hold_last (the official
+          T2I/T2V trainer: its rate is only set while warming up, so after the warm-up it
+          stays at the last warm-up value, 0.99005 x the peak for warmup_init 0.005 and 100
+          steps)
 
 What differs between families is data, not code: `ParamGroups` names the leaves that never move
 (C2I: the fixed sin-cos `pos_embed`, official requires_grad=False) and the leaves without weight
@@ -33,7 +36,8 @@ TRAIN_FIELDS = ("global_batch_size", "num_epochs", "total_steps", "train_example
                 "async_checkpointing", "init_from", "sample_every_steps", "eval_every_steps",
                 "peak_flops_per_device", "resume_allow_changes")
 OPTIM_FIELDS = ("blr", "lr_scaling", "b1", "b2", "weight_decay", "grad_clip_norm", "schedule",
-                "warmup_epochs", "warmup_steps", "min_lr", "eps")
+                "warmup_epochs", "warmup_steps", "warmup_init", "warmup_hold_last", "min_lr",
+                "eps")
 SCHEDULES = ("constant", "cosine")
 LR_SCALINGS = ("linear", "none")
 
@@ -84,6 +88,13 @@ def check_sections(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.optim: give the warm-up in warmup_steps (>= 0, got "
                      f"{optim.warmup_steps}) or in warmup_epochs (got {optim.warmup_epochs}), "
                      "not both.")
+  if not 0.0 <= optim.warmup_init < 1.0:
+    raise ValueError(f"config.optim.warmup_init is the warm-up's first rate as a fraction of the "
+                     f"peak, in [0, 1); got {optim.warmup_init}.")
+  if optim.warmup_hold_last and (optim.schedule != "constant" or
+                                 not (optim.warmup_steps or optim.warmup_epochs)):
+    raise ValueError("config.optim.warmup_hold_last keeps the last warm-up rate: it needs a "
+                     "warm-up (warmup_steps or warmup_epochs) and schedule='constant'.")
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int | None = None) -> int:
@@ -117,8 +128,8 @@ def peak_learning_rate(config: ml_collections.ConfigDict) -> float:
 
 def learning_rate_fn(config: ml_collections.ConfigDict,
                      num_examples: int | None = None) -> optax.Schedule:
-  """lr(step): linear warm-up from 0 over warmup_steps (or warmup_epochs), then constant or
-  half-cosine.
+  """lr(step): linear warm-up from warmup_init x peak over warmup_steps (or warmup_epochs), then
+  constant (the peak, or with warmup_hold_last the last warm-up rate) or half-cosine.
 
   The peak is `peak_learning_rate`; the cosine reaches min_lr after num_epochs epochs (a run cut
   short by train.total_steps keeps the schedule of the whole run).
@@ -139,7 +150,10 @@ def learning_rate_fn(config: ml_collections.ConfigDict,
                      f"{optim.schedule!r}.")
   if warmup == 0:
     return after
-  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+  start = optim.warmup_init * peak
+  if optim.warmup_hold_last:
+    after = optax.constant_schedule(start + (peak - start) * (warmup - 1) / warmup)
+  return optax.join_schedules([optax.linear_schedule(start, peak, warmup), after], [warmup])
 
 
 def _leaf_name(path) -> str:

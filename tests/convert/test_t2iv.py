@@ -1,8 +1,6 @@
 """T2I/T2V converter: the official key set and shapes (GRN-PARAM-SHAPES §3) at 2B and tiny,
 round trips (unrolled and scanned), block-chunk naming, all-keys-listed errors, the CLI."""
 
-import sys
-import types
 
 import jax
 import numpy as np
@@ -113,7 +111,7 @@ def test_torch_tensors_of_any_dtype_are_accepted():
   np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
 
 
-def test_cli_converts_a_flat_state_dict(tmp_path, monkeypatch):
+def test_cli_converts_a_flat_state_dict(tmp_path, offline_hub):
   torch = pytest.importorskip("torch")
   from grn_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from grn_jax.convert import files as cli  # pylint: disable=g-import-not-at-top
@@ -125,13 +123,6 @@ def test_cli_converts_a_flat_state_dict(tmp_path, monkeypatch):
   restored = checkpointing.restore_params(str(tmp_path / "out"))
   jax.tree.map(np.testing.assert_array_equal, restored,
                convert.t2iv_params_from_torch(sd, config.model))
-  fake = types.ModuleType("huggingface_hub")
-
-  def offline(*args, **kwargs):
-    raise ConnectionError("no network")
-
-  fake.hf_hub_download = offline
-  monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
   with pytest.raises(OSError, match="huggingface-cli download bytedance-research/GRN "
                                     "GRN_T2V_2B.pth"):
     cli.convert("t2iv", "hf://bytedance-research/GRN/GRN_T2V_2B.pth", str(tmp_path / "x"),

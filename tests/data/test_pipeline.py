@@ -117,7 +117,6 @@ def test_image_folder_pipeline(tmp_path):
 
 
 def test_bad_images_are_skipped_counted_and_limited(tmp_path, caplog):
-  rng = np.random.default_rng(0)
   (tmp_path / "c").mkdir()
   names = ["a.PNG", "b.tif", "c.gif", "d.Jpeg", "e.WEBP", "f.png", "g.png", "h.png"]
   for i, name in enumerate(names):  # every extension, any case

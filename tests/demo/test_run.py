@@ -6,19 +6,15 @@ import os
 import numpy as np
 import pytest
 
-from configs import demo as demo_configs
 from grn_jax.demo import run as demo_run_module
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-  from grn_jax.demo import run as demo_run_module
-  workdir = str(tmp_path_factory.mktemp("demo"))
-  config = demo_configs.get_config("size=test")
-  config.mesh.update(data=1)     # one of the 8 fake CPU devices
-  config.demo.evaluate = True
-  summary = demo_run_module.run_demo(config, workdir)
-  return config, workdir, summary
+pytestmark = pytest.mark.xdist_group("c2i_demo")   # shares conftest.c2i_demo_run
+
+
+@pytest.fixture
+def demo_run(c2i_demo_run):
+  return c2i_demo_run
 
 
 def test_demo_writes_samples_grid_and_animation(demo_run):

@@ -144,3 +144,57 @@ def test_the_program_lowers_on_abstract_inputs():
   assert kwargs["fixed_labels"].shape == (2, 2, 12, 21, 16) and args[2].mask.shape == (1, 32)
   images = lowered.out_info.images  # the frames, decoded inside the program
   assert images.shape == (2, 5, 192, 336, 3) and images.dtype == np.uint8
+
+
+def test_damaged_or_stale_outputs_are_generated_again(tmp_path):
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("a cat\na dog\nthe sea\n")
+  config = tiny_config("t2i", prompts=str(prompts), batch_size=1)
+  out = tmp_path / "t2i"
+  grn_main.run("t2i", config, str(tmp_path))
+  first = {i: (out / f"{i:06d}.png").read_bytes() for i in range(3)}
+  (out / "000000.png").write_bytes(first[0][:100])           # truncated image
+  record = json.loads((out / "000002.json").read_text())
+  (out / "000002.json").write_text(json.dumps(dict(record, index=7)))  # another output's record
+  prompts.write_text("a cat\na red dog\nthe sea\n")             # prompt 1 changed
+  again = grn_main.run("t2i", config, str(tmp_path))
+  assert again["generated"] == 3 and again["start"] == 0
+  assert (out / "000000.png").read_bytes() == first[0]        # the same key: the same image
+  assert (out / "000002.png").read_bytes() == first[2]
+  assert json.loads((out / "000001.json").read_text())["prompt"] == "a red dog"
+  assert grn_main.run("t2i", config, str(tmp_path))["generated"] == 0
+
+
+def test_fit_entropy_reads_t2i_runs_at_several_budgets(tmp_path):
+  from grn_jax.sampling import fit_entropy
+  runs = []
+  for steps in (2, 3, 4):
+    out = tmp_path / f"s{steps}"
+    config = tiny_config("t2i", prompts=str(tmp_path / "p.txt"), num_steps=4,
+                         schedule_tmax=4, adaptive=True, warmup_steps=1, min_steps=2,
+                         max_steps=4, entropy_k=0.0, entropy_b=float(steps - 1),
+                         output_dir=str(out), batch_size=2)
+    (tmp_path / "p.txt").write_text("a cat\na dog\nthe sea\nrain\n")
+    grn_main.run("t2i", config, str(tmp_path))
+    runs.append(str(out))
+  measured = fit_entropy.pairs_from_runs(runs, tolerance=1e-9)
+  np.testing.assert_array_equal(measured["budgets"], [[2] * 4, [3] * 4, [4] * 4])
+  assert measured["family"] == "t2iv" and measured["warmup_steps"] == 1
+  assert (measured["distance"][2] == 0).all()                  # the reference itself
+  entropies = [json.loads((tmp_path / "s2" / f"{i:06d}.json").read_text())["entropy"]
+               for i in range(4)]
+  np.testing.assert_allclose(measured["entropy"], entropies)
+  # At a tolerance of 0 only identical images count: a budget is enough exactly where its
+  # image equals the 4-step one.
+  same = [[np.array_equal(np.asarray(Image.open(f"{r}/{i:06d}.png")),
+                          np.asarray(Image.open(f"{runs[2]}/{i:06d}.png"))) for i in range(4)]
+          for r in runs]
+  expected = [min(s for s, ok in zip((2, 3, 4), col) if ok) for col in zip(*same)]
+  np.testing.assert_array_equal(measured["steps"], expected)
+  with pytest.raises(ValueError, match="did not share the warm-up"):
+    other = tiny_config("t2i", prompts=str(tmp_path / "p.txt"), num_steps=4, schedule_tmax=4,
+                        adaptive=True, warmup_steps=1, min_steps=2, max_steps=4,
+                        entropy_k=0.0, entropy_b=3.0, output_dir=str(tmp_path / "seed1"),
+                        batch_size=2, seed=1)
+    grn_main.run("t2i", other, str(tmp_path))
+    fit_entropy.pairs_from_runs([runs[0], str(tmp_path / "seed1")], tolerance=0.1)

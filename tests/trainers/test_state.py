@@ -43,6 +43,25 @@ def test_learning_rate_schedule_golden_values():
                              rtol=1e-6)
 
 
+def test_t2iv_schedule_is_the_official_loops():
+  """t2iv_train.py: ratio = wp0 + (1 - wp0) it / wp_it while it < wp_it, written into the
+  optimizer only then, so every later step keeps the ratio of it = wp_it - 1 (0.99005)."""
+  from configs import t2iv as t2iv_configs
+  config = t2iv_configs.get_config("variant=2B,task=t2i")
+  lr = state_lib.learning_rate_fn(config)
+  official = lambda it: 2e-5 * (0.005 + 0.995 * min(it, 99) / 100)
+  steps = (0, 1, 50, 99, 100, 101, 10_000)
+  np.testing.assert_allclose([float(lr(s)) for s in steps], [official(s) for s in steps],
+                             rtol=3e-5)   # float32
+  np.testing.assert_allclose(float(lr(5000)), 2e-5 * 0.99005, rtol=1e-6)
+  config.optim.schedule = "cosine"
+  with pytest.raises(ValueError, match="warmup_hold_last"):
+    state_lib.check_sections(config)
+  config.optim.update(schedule="constant", warmup_init=1.0)
+  with pytest.raises(ValueError, match="warmup_init"):
+    state_lib.check_sections(config)
+
+
 def test_run_length_from_epochs_or_total_steps():
   config = _config(global_batch_size=8, train_examples=100, num_epochs=3, total_steps=-1)
   assert state_lib.steps_per_epoch(config) == 12 and state_lib.total_steps(config) == 36
