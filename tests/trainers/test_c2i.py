@@ -79,7 +79,7 @@ def test_step_values_and_sharded_equals_single_device():
     state8, m8, _ = _step(program8, step8, state8, batch8)
     # Zero-initialised output layer: the first loss is exactly log(16).
     if int(state1.step) == 1:
-      np.testing.assert_allclose(m1["loss"], math.log(16), rtol=1e-6)
+      np.testing.assert_allclose(m1["loss"], math.log(16), rtol=1e-5)  # float32 mean
       assert m1["lr"] == 0.0  # warm-up starts at 0
     np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-6)
     np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-5)
