@@ -91,7 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.warmup_steps = 1 if test else 100
   config.sample.update(num_steps=3 if test else 25, schedule_tmax=3 if test else 25,
                        cfg_scale=6.0, batch_size=8 if test else 100)
-  config.sample.temperature = 0.8   # measured: guidance 3 / T 1.0 0.78, guidance 6 / T 0.8 0.81
+  # Measured (300 held-out prompts, digits classifier): without filler words guidance 3 / T 1.0
+  # 0.78, guidance 6 / T 0.8 0.82; training phrasings 1.00 (the gap is the unseen words);
+  # filler words 0.5: T 0.8 0.86-0.91, T 0.6 0.91-0.93; filler words 0.8, T 0.6: 0.937.
+  config.sample.temperature = 0.6
   config.tokenizer_train = (tokenizer_train_section(3, 8, 1797) if test else
                             tokenizer_train_section(500, 64, 1797))
   config.demo = ml_collections.ConfigDict(dict(
@@ -101,5 +104,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       grid_per_digit=2 if test else 10,      # columns of grid.png
       evaluate=not test,
       sample_params="ema_0",
+      # Training captions with 1-3 filler words (captions.FILLERS) with this probability, so
+      # that words the model never saw in held-out prompts do not throw it off.
+      filler_prob=0.8,
   ))
   return config

@@ -53,6 +53,13 @@ MOTION_HELD_OUT = (
     "{num} heads {dir} across the frame",
 )
 STROKES = ("", "thin", "bold")
+# Words that say nothing about the image. Training captions get some of them at random places
+# (`with_fillers`), so the model learns to read the digit (and direction) whatever other words
+# surround it, as held-out phrasings do with words it never saw; none of them occurs in a
+# phrasing (tests/demo/test_captions.py).
+FILLERS = ("sketch", "scan", "black", "white", "small", "large", "neat", "simple", "centred",
+           "paper", "style", "figure", "clear", "grey", "quick", "plain", "sample", "shown",
+           "here", "old", "tiny", "messy", "photo")
 # A token: a lower-case word (letters, digits, inner hyphens) or one punctuation mark; the
 # demo's word-level tokenizer (text_features.py) applies it to each white-space separated piece.
 WORD_PATTERN = r"[a-z0-9]+(?:-[a-z0-9]+)*|[^\sa-z0-9]"
@@ -114,6 +121,18 @@ def captions(templates: Sequence[str], digits: np.ndarray, strokes: np.ndarray,
                      "have one entry per example.")
   return [[fill(t, int(d), str(s), None if directions is None else directions[i])
            for t in templates] for i, (d, s) in enumerate(zip(digits, strokes))]
+
+
+def with_fillers(text: str, rng: np.random.Generator, prob: float, max_words: int = 3) -> str:
+  """`text` with, with probability `prob`, 1..max_words FILLERS inserted between its words."""
+  if not 0.0 <= prob <= 1.0:
+    raise ValueError(f"filler probability must be in [0, 1], got {prob}.")
+  if rng.random() >= prob:
+    return text
+  words = text.split(" ")
+  for _ in range(rng.integers(1, max_words + 1)):
+    words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(FILLERS)))
+  return " ".join(words)
 
 
 def vocabulary(texts: Sequence[str]) -> list[str]:

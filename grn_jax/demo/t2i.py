@@ -57,17 +57,19 @@ def held_out_prompts(per_digit: int, seed: int) -> tuple[list[str], np.ndarray]:
   return prompts, np.asarray(named, np.int32)
 
 
-def training_captions(classes: np.ndarray, strokes: np.ndarray, per_image: int, seed: int
-                      ) -> tuple[np.ndarray, list[str]]:
-  """`per_image` distinct TRAIN phrasings of each digit: (image index [M], captions [M])."""
+def training_captions(classes: np.ndarray, strokes: np.ndarray, per_image: int, seed: int,
+                      filler_prob: float = 0.0) -> tuple[np.ndarray, list[str]]:
+  """`per_image` distinct TRAIN phrasings of each digit, each with filler words with
+  probability filler_prob (captions.with_fillers): (image index [M], captions [M])."""
   every = captions.captions(captions.IMAGE_TRAIN, classes, strokes)
   rng = np.random.default_rng(seed)
+  fillers = np.random.default_rng([seed, 1])   # its own stream: the phrasings do not change
   index, texts = [], []
   for i, options in enumerate(every):
     distinct = sorted(set(options))
     for k in rng.permutation(len(distinct))[:per_image]:
       index.append(i)
-      texts.append(distinct[k])
+      texts.append(captions.with_fillers(distinct[k], fillers, filler_prob))
   return np.asarray(index), texts
 
 
@@ -81,7 +83,8 @@ def run_t2i_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   gray, classes = digits.load_digits_gray(size)
   images = digits.gray_to_model(gray)
   strokes = captions.stroke_attributes(gray, classes)
-  index, texts = training_captions(classes, strokes, config.demo.captions_per_image, config.seed)
+  index, texts = training_captions(classes, strokes, config.demo.captions_per_image, config.seed,
+                                   config.demo.filler_prob)
   prompts, named = held_out_prompts(config.demo.per_digit, config.seed + 1)
   say(f"[1/7] data: {len(images)} digits at {size}x{size}, {len(texts)} training captions "
       f"(e.g. {texts[0]!r}), {len(prompts)} held-out prompts (e.g. {prompts[0]!r})")

@@ -123,8 +123,9 @@ def run_t2v_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
       clips.shape + (3,))
   strokes = captions.stroke_attributes(gray, classes)[rows]
   options = captions.captions(captions.MOTION_TRAIN, classes[rows], strokes, directions)
-  texts = [row[k] for row, k in zip(options, rng.integers(0, len(captions.MOTION_TRAIN),
-                                                           len(options)))]
+  fillers = np.random.default_rng([config.seed, 1])
+  texts = [captions.with_fillers(row[k], fillers, demo.filler_prob)
+           for row, k in zip(options, rng.integers(0, len(captions.MOTION_TRAIN), len(options)))]
   prompts, named, moves = motion_prompts(demo.per_direction, config.seed + 1)
   say(f"[1/8] data: {len(clips)} clips {media.shape[1:]} (e.g. {texts[0]!r}), "
       f"{len(prompts)} held-out prompts (e.g. {prompts[0]!r})")

@@ -35,7 +35,7 @@ from grn_jax.trainers import tokenizer as tokenizer_task
 
 TOKENIZER_TRAIN_SECTIONS = ("train", "optim", "reconstruction", "sharding_rules")
 DEMO_SECTIONS = ("tokenizer_train", "demo", "sample")  # beside the T2I/T2V task's sections
-COMMON_DEMO_FIELDS = ("sample_params",)
+COMMON_DEMO_FIELDS = ("sample_params", "filler_prob")
 DEMO_FIELDS = {
     "t2i": ("image_size", "captions_per_image", "per_digit", "grid_per_digit", "evaluate"),
     "t2v": ("image_size", "digit_size", "captions_per_clip", "per_direction", "gif_frame_ms",
@@ -84,6 +84,8 @@ def validate_config(config: ml_collections.ConfigDict, demo_fields: Sequence[str
                      f"be 'arrays', got {config.data.source!r}.")
   if config.demo.image_size % 16:
     raise ValueError(f"config.demo.image_size={config.demo.image_size} must be a multiple of 16.")
+  if not 0.0 <= config.demo.filler_prob <= 1.0:
+    raise ValueError(f"config.demo.filler_prob must be in [0, 1], got {config.demo.filler_prob}.")
   which = config.demo.sample_params
   if which != "params" and not (which.startswith("ema_") and
                                 int(which[4:]) < len(config.train.ema_decays)):
@@ -212,6 +214,8 @@ def grn_stage(config, workdir: str, dataset: captioned.CaptionedArrays, tag: str
     state = loop.fit(run, workdir, dataset=dataset, hooks=[bar]).raise_if_stopped(workdir)
   finally:
     bar.close()
+  if not 0.0 <= config.demo.filler_prob <= 1.0:
+    raise ValueError(f"config.demo.filler_prob must be in [0, 1], got {config.demo.filler_prob}.")
   which = config.demo.sample_params
   params = state.params if which == "params" else state.ema_params[int(which[4:])]
   params = jax.device_get(params)

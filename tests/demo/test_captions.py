@@ -80,3 +80,26 @@ def test_word_tokens_and_vocabulary():
   assert captions.word_tokens("Hand-drawn 7, moving LEFT: now") == [
       "hand-drawn", "7", ",", "moving", "left", ":", "now"]
   assert captions.vocabulary(["b a", "a, c"]) == [",", "a", "b", "c"]
+
+
+def test_fillers_are_inserted_words_no_phrasing_uses():
+  phrasings = (captions.IMAGE_TRAIN + captions.IMAGE_HELD_OUT + captions.MOTION_TRAIN
+               + captions.MOTION_HELD_OUT)
+  used = set(captions.vocabulary(sorted(_all_captions(captions.IMAGE_TRAIN
+                                                      + captions.IMAGE_HELD_OUT, False)
+                                        | _all_captions(captions.MOTION_TRAIN
+                                                        + captions.MOTION_HELD_OUT, True))))
+  assert phrasings and not set(captions.FILLERS) & used
+  assert all(captions.word_tokens(f) == [f] for f in captions.FILLERS)  # one token each
+  rng = np.random.default_rng(0)
+  text = "number seven, thin stroke"
+  out = [captions.with_fillers(text, rng, 0.5) for _ in range(400)]
+  changed = [o for o in out if o != text]
+  assert 150 < len(changed) < 250                 # about half
+  for o in changed:                               # the caption's words, in order, plus fillers
+    words = o.split(" ")
+    assert [w for w in words if w not in captions.FILLERS] == text.split(" ")
+    assert 1 <= len(words) - len(text.split(" ")) <= 3
+  assert captions.with_fillers(text, rng, 0.0) == text
+  with pytest.raises(ValueError, match="filler probability"):
+    captions.with_fillers(text, rng, 1.5)

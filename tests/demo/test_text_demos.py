@@ -34,6 +34,12 @@ def test_training_captions_are_distinct_train_phrasings():
   index, texts = t2i.training_captions(classes, strokes, 3, seed=0)
   np.testing.assert_array_equal(index, [0, 0, 0, 1, 1, 1])
   assert len(set(texts[:3])) == 3 and set(texts) <= _train_set(captions.IMAGE_TRAIN, False)
+  # With fillers: the same phrasings (same seed) with filler words in some of them.
+  index2, filled = t2i.training_captions(classes, strokes, 3, seed=0, filler_prob=1.0)
+  np.testing.assert_array_equal(index2, index)
+  for plain, text in zip(texts, filled):
+    assert text != plain and " ".join(w for w in text.split(" ")
+                                      if w not in captions.FILLERS) == plain
 
 
 def test_motion_prompts_cover_every_digit_and_direction():
