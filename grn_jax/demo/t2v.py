@@ -56,7 +56,7 @@ class ArrayWriter:
   def write(self, out_dir: str, index: int, pixels: np.ndarray, meta) -> None:
     stem = os.path.join(out_dir, f"{index:06d}")
     outputs.save_gif(stem + ".gif", pixels, self.fps)
-    meta = json.dumps({k: v.item() if isinstance(v, np.generic) else v for k, v in meta.items()})
+    meta = json.dumps({k: outputs.plain(v) for k, v in meta.items()})
     with open(stem + ".npz.tmp", "wb") as f:
       np.savez(f, pixels=np.asarray(pixels, np.uint8), meta=meta)
     os.replace(stem + ".npz.tmp", stem + ".npz")
@@ -70,10 +70,7 @@ class ArrayWriter:
       raise outputs.OutputDamaged(f"{path} is unreadable ({e})") from e
 
   def remove(self, out_dir: str, index: int) -> None:
-    for suffix in (".npz", ".gif"):
-      path = os.path.join(out_dir, f"{index:06d}{suffix}")
-      if os.path.exists(path):
-        os.remove(path)
+    outputs.remove_files([os.path.join(out_dir, f"{index:06d}{s}") for s in (".npz", ".gif")])
 
   def read_all(self, out_dir: str, total: int) -> np.ndarray:
     return np.stack([self.read(out_dir, i)[0] for i in range(total)])

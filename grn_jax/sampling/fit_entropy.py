@@ -43,8 +43,6 @@ import numpy as np
 from grn_jax.sampling import outputs
 from grn_jax.sampling import spec as spec_lib
 
-RECORD_FILE = "generation.json"         # sampling/generate.py's record of a run
-RUN_KEYS = ("seed", "params", "decode_params")   # what generate adds to the family's record
 
 
 def load_pairs(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +103,9 @@ def fit_entropy_map(entropy, steps, warmup_steps: int = spec_lib.OFFICIAL_WARMUP
 
 
 def _run_record(out_dir: str) -> dict:
-  path = os.path.join(out_dir, RECORD_FILE)
+  path = os.path.join(out_dir, outputs.RECORD_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{out_dir} has no {RECORD_FILE}: it is not an output directory "
+    raise FileNotFoundError(f"{out_dir} has no {outputs.RECORD_FILE}: it is not an output directory "
                             "of grn_jax generation (--mode=sample|t2i|t2v|i2v).")
   with open(path, encoding="utf-8") as f:
     return json.load(f)
@@ -118,7 +116,7 @@ def run_writer(out_dir: str) -> tuple[outputs.OutputWriter, int]:
   record = _run_record(out_dir)
   if "mode" in record:   # T2I/T2V (sampling/t2iv_run.py): a JSON record per output
     writer = outputs.VisualWriter(record["mode"] != "t2i", record["sample"]["fps"],
-                                  {k: v for k, v in record.items() if k not in RUN_KEYS})
+                                  {k: v for k, v in record.items() if k not in outputs.RUN_KEYS})
     count = sum(1 for n in os.listdir(out_dir) if n.endswith(".json") and n[:6].isdigit())
   else:                  # C2I: PNGs with text chunks
     writer = outputs.PngWriter()

@@ -121,7 +121,7 @@ def load_sampling_params(config: ml_collections.ConfigDict, workdir: str) -> Any
   return params
 
 
-RECORD_FILE = "generation.json"
+RECORD_FILE = outputs.RECORD_FILE
 
 
 class GenerationMismatchError(ValueError):
@@ -315,7 +315,7 @@ def generate(family: Family, params: Any, decode_fn, decode_params, out_dir: str
     raise ValueError(f"config.sample.batch_size={batch_size} must be divisible by the "
                      f"{data_devices} batch devices of the mesh {dict(mesh.shape)}.")
   owns_files = jax.process_index() == 0
-  record = dict(family.record(), seed=seed, params=params_fingerprint(params),
+  record = dict(family.record(), seed=seed, params=params_fingerprint(params),  # RUN_KEYS
                 decode_params=params_fingerprint(decode_params))
   todo = np.zeros(total, bool)
   if owns_files:

@@ -101,7 +101,7 @@ class PngWriter:
     return read_png(png_path(out_dir, index))
 
   def remove(self, out_dir: str, index: int) -> None:
-    _remove([png_path(out_dir, index)])
+    remove_files([png_path(out_dir, index)])
 
 
 def read_png(path: str) -> tuple[np.ndarray, dict[str, float]]:
@@ -127,11 +127,17 @@ def read_gif(path: str) -> np.ndarray:
     raise OutputDamaged(f"{path} is unreadable ({e})") from e
 
 
-def _remove(paths) -> None:
+def remove_files(paths) -> None:
+  """Deletes those of `paths` that exist."""
   for path in paths:
     if os.path.exists(path):
       os.remove(path)
 
+
+# sampling/generate.py's record of a run (what its outputs depend on): the family's record()
+# plus RUN_KEYS (the seed and the fingerprints of the params and the decoder's params).
+RECORD_FILE = "generation.json"
+RUN_KEYS = ("seed", "params", "decode_params")
 
 # Sampler metadata as generate passes it to write (PNG text chunks) -> JSON record keys.
 _RECORD_KEYS = {"grn_steps": "steps", "grn_nfe": "nfe", "grn_entropy": "entropy"}
@@ -161,7 +167,7 @@ class VisualWriter:
       files = [stem + ".png"]
       save_png(files[0], pixels[0])
     record = dict(self.record, index=index, files=[os.path.basename(f) for f in files],
-                  **{k.removeprefix("grn_"): _plain(v) for k, v in meta.items()})
+                  **{k.removeprefix("grn_"): plain(v) for k, v in meta.items()})
     save_json(self.json_path(out_dir, index), record)
 
   def read(self, out_dir: str, index: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -195,10 +201,10 @@ class VisualWriter:
 
   def remove(self, out_dir: str, index: int) -> None:
     stem = os.path.join(out_dir, f"{index:06d}")
-    _remove([self.json_path(out_dir, index)] +   # first: the output stops counting as done
+    remove_files([self.json_path(out_dir, index)] +   # first: the output stops counting as done
             [stem + s for s in (".png", ".mp4", ".gif")])
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
   """numpy scalars -> Python numbers (JSON)."""
   return value.item() if isinstance(value, np.generic) else value
