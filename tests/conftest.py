@@ -46,6 +46,16 @@ def offline_hub(monkeypatch):
   return calls
 
 
+@pytest.fixture
+def new_arrays():
+  """A function listing the shapes of the jax arrays created since the test began. It holds the
+  arrays alive at the start, so that one of them collected meanwhile can neither hide a new one
+  from a count nor lend it its id."""
+  import jax  # pylint: disable=g-import-not-at-top
+  before = jax.live_arrays()
+  return lambda: [a.shape for a in jax.live_arrays() if not any(a is b for b in before)]
+
+
 @pytest.fixture(scope="session")
 def c2i_demo_run(tmp_path_factory):
   """The whole digits demo at test size (configs/demo.py:size=test, with its evaluation), run
