@@ -156,6 +156,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       keep_shift=1.0 if tiny else keep_shift(SAMPLE_DEFAULTS[task]["pixels"],
                                              SAMPLE_DEFAULTS[task]["h_div_w"]),
       caption_drop_prob=0.1,      # caption -> the empty prompt (official drop_condition_prob)
+      short_caption_prob=0.2,     # caption -> its short variant, where the data has one
+                                  # (official short_cap_prob; grn_jax/data/captioned_media.py)
       p_first_frame=0.0 if task == "t2i" else 0.1,  # image-to-video: frame 0 kept, no loss
   ))
   config.train = ml_collections.ConfigDict(dict(

@@ -4,6 +4,7 @@ An example is a dict
   labels    uint8 [T, h, w, D]   clean HBQ bit labels (T latent frames, 1 for an image)
   features  float [l, text_dim]  umT5 features of the caption's valid tokens (EOS included)
   h_div_w   float                height / width of the media (the aspect template of its RoPE)
+  short_features  float [s, text_dim]  optional: the short caption's (captioned_media.py)
 
 A source is random access (`len`, `[i]`) and also gives `lengths()` (visual slots and text tokens
 of every example, without decoding them) and `null_features` (the empty prompt's features, for
@@ -14,9 +15,11 @@ caption dropout). Two sources exist: `CaptionedArrays` (in memory: tests, the CP
 The stream (`make_packed_iterator`): the examples are planned into rows once
 (`packing.plan_packs`, a seeded next-fit); grain shuffles the rows every epoch, and each row is
 packed when read (`PackRow`), its captions dropped to the empty prompt with probability
-caption_drop_prob (seeded by the row's global index, so the same on any process count and after
-a resume). Element k of the stream is the same everywhere; each process reads its rows of every
-global batch (grn_jax/data/pipeline.py).
+caption_drop_prob, and the others that have a short caption replaced by it with probability
+short_caption_prob (seeded by the row's global index, so the same on any process count and after
+a resume; a row reserves text slots for the longest of the three). Element k of the stream is
+the same everywhere; each process reads its rows of every global batch
+(grn_jax/data/pipeline.py).
 """
 
 import dataclasses
@@ -53,9 +56,11 @@ class CaptionedArrays:
     return self.examples[int(index)]
 
   def lengths(self) -> tuple[np.ndarray, np.ndarray]:
-    """(visual slots int [N], text tokens int [N]) of the examples."""
+    """(visual slots int [N], text tokens int [N]: the longer of the caption and the short
+    caption) of the examples."""
     return (np.array([packing.visual_length(e["labels"].shape) for e in self.examples]),
-            np.array([len(e["features"]) for e in self.examples]))
+            np.array([max(len(e["features"]), len(e.get("short_features", ())))
+                      for e in self.examples]))
 
 
 def check_example(example: dict[str, Any], text_dim: int, where: str) -> None:
@@ -64,16 +69,19 @@ def check_example(example: dict[str, Any], text_dim: int, where: str) -> None:
   if missing:
     raise ValueError(f"{where} lacks {sorted(missing)} (an example is {{'labels': uint8 [T, h, "
                      "w, D], 'features': float [l, text_dim], 'h_div_w': float}).")
-  labels, features = np.asarray(example["labels"]), np.asarray(example["features"])
+  labels = np.asarray(example["labels"])
   if labels.ndim != 4 or not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f"{where}: labels must be integer bits [T, h, w, D], got {labels.dtype} "
                      f"{labels.shape}.")
   if labels.size and labels.max() > 1:
     raise ValueError(f"{where}: labels must be bits (0 or 1), got a {labels.max()}; use the "
                      "'bit' label mode.")
-  if features.ndim != 2 or features.shape[-1] != text_dim or not len(features):
-    raise ValueError(f"{where}: text features must be float [length >= 1, {text_dim}] (the "
-                     f"null prompt's text_dim), got {features.shape}.")
+  for name in ("features", "short_features"):
+    if name == "features" or name in example:
+      features = np.asarray(example[name])
+      if features.ndim != 2 or features.shape[-1] != text_dim or not len(features):
+        raise ValueError(f"{where}: {name} must be float [length >= 1, {text_dim}] (the null "
+                         f"prompt's text_dim), got {features.shape}.")
   if not float(example["h_div_w"]) > 0:
     raise ValueError(f"{where}: h_div_w must be > 0, got {example['h_div_w']}.")
 
@@ -93,31 +101,37 @@ class PlanSource:
 
 class PackRow(grain.transforms.RandomMap):
   """{'row': r} -> the packed row (grn_jax/data/packing.py `row_shapes`), captions dropped to
-  the empty prompt with probability `drop_prob` each."""
+  the empty prompt with probability `drop_prob` each, the others that have a short caption
+  replaced by it with probability `short_prob`."""
 
   def __init__(self, source, plan: Sequence[tuple[int, ...]], spec: packing.PackingSpec,
-               drop_prob: float):
-    self.source, self.plan, self.spec, self.drop_prob = source, plan, spec, float(drop_prob)
+               drop_prob: float, short_prob: float = 0.0):
+    self.source, self.plan, self.spec = source, plan, spec
+    self.drop_prob, self.short_prob = float(drop_prob), float(short_prob)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     examples = [self.source[i] for i in self.plan[int(element["row"])]]
     drop = rng.random(len(examples)) < self.drop_prob
-    examples = [dict(e, features=self.source.null_features) if d else e
-                for e, d in zip(examples, drop)]
+    short = rng.random(len(examples)) < self.short_prob   # drawn after `drop`: same drops
+    examples = [dict(e, features=self.source.null_features) if d else
+                dict(e, features=e["short_features"]) if s and "short_features" in e else e
+                for e, d, s in zip(examples, drop, short)]
     return packing.pack_row(examples, self.spec)
 
 
 def plan_rows(source, spec: packing.PackingSpec, seed: int) -> list[tuple[int, ...]]:
-  """The packing plan of a source (text slots reserved for the caption or the null prompt,
-  whichever is longer, so caption dropout never overflows a row)."""
+  """The packing plan of a source (text slots reserved for the longest of the caption, the
+  short caption and the null prompt, so that neither caption dropout nor the short caption
+  overflows a row)."""
   visual, text = source.lengths()
   text = np.maximum(text, len(source.null_features))
   return packing.plan_packs(visual, text, spec, seed)
 
 
 def make_packed_iterator(source, spec: packing.PackingSpec, *, seed: int, global_batch: int,
-                         drop_prob: float, rows: tuple[int, int] | None = None,
-                         num_workers: int = 0) -> pipeline.TrainIterator:
+                         drop_prob: float, short_prob: float = 0.0,
+                         rows: tuple[int, int] | None = None, num_workers: int = 0
+                         ) -> pipeline.TrainIterator:
   """The shuffled, repeated stream of packed rows; `num_examples` of the result is the number
   of rows of the plan (an epoch).
 
@@ -127,6 +141,7 @@ def make_packed_iterator(source, spec: packing.PackingSpec, *, seed: int, global
     seed: plan, shuffle and caption-dropout seed.
     global_batch: rows per global batch (config.train.global_batch_size).
     drop_prob: caption dropout (config.corruption.caption_drop_prob).
+    short_prob: short captions (config.corruption.short_caption_prob).
     rows: this process's rows of every global batch.
     num_workers: grain read threads.
   """
@@ -135,6 +150,6 @@ def make_packed_iterator(source, spec: packing.PackingSpec, *, seed: int, global
     raise ValueError(f"the {len(source)} examples pack into {len(plan)} rows, fewer than "
                      f"config.train.global_batch_size={global_batch}; add data or lower the "
                      "batch (or config.packing sizes).")
-  return pipeline.make_iterator(PlanSource(plan), [PackRow(source, plan, spec, drop_prob)],
-                                seed=seed, global_batch=global_batch, rows=rows,
-                                num_workers=num_workers)
+  return pipeline.make_iterator(PlanSource(plan),
+                                [PackRow(source, plan, spec, drop_prob, short_prob)], seed=seed,
+                                global_batch=global_batch, rows=rows, num_workers=num_workers)

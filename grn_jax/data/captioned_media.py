@@ -2,8 +2,9 @@
 buckets (official dynamic resolution, GRN-SPEC §G.4, §E.2.10-11).
 
 Caption files (one item per line/row; `media` is relative to the media folder):
-  JSONL  {"media": "cats/1.png", "caption": "a cat on a sofa"}        (optional "fps": 24)
-  CSV    a header with the columns media,caption[,fps]
+  JSONL  {"media": "cats/1.png", "caption": "a cat on a sofa"}        (optional "fps": 24,
+         "short_caption": "a cat")
+  CSV    a header with the columns media,caption[,fps][,short_caption]
 A medium is an image file, a video file imageio reads (mp4, gif, webm, ...), or a folder of
 frame images (a video, sorted by name, at the item's fps or data.video_fps).
 
@@ -12,6 +13,13 @@ size of the aspect template nearest r at the data.pixels bucket (`resolution.ima
 video keeps the longest duration that is a multiple of data.duration_step, at most
 data.max_duration (and at least data.min_duration, else it is skipped), resampled to
 data.video_fps: 1 + fps * duration frames (1 + 4k, whole latent frames).
+
+Short captions (the official short_cap_prob): training replaces an item's caption by its short
+variant with probability config.corruption.short_caption_prob. The variant is the item's
+`short_caption` where the caption file gives one (the official image data's short `text`), else
+the caption cut after its first k sentences, k uniform in [2, n] for a caption of n > 2
+sentences (the official `random_drop_sentences`; drawn once per item at preparation, seeded by
+the item's index, where the official draws it every epoch: the umT5 features of both are stored).
 """
 
 import csv
@@ -19,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -39,6 +48,34 @@ class CaptionedItem:
   media: str       # absolute path of the image, video file or frame folder
   caption: str
   fps: float = 0.0  # the video's frame rate; 0 = the file's own (or data.video_fps)
+  short_caption: str = ""   # the short variant named by the caption file ("" = none)
+
+
+class ReadItem(NamedTuple):
+  """What a reader's `read(i)` returns."""
+  frames: np.ndarray   # uint8 [N, H, W, 3]
+  fps: float           # 0 when unknown
+  caption: str
+  short_caption: str   # "" when the source names none
+  ident: str           # names the item in logs
+
+
+def drop_sentences(caption: str, seed: int, min_sentences: int = 2) -> str:
+  """The caption cut after its first k sentences ('.'-separated, as the official
+  random_drop_sentences), k uniform in [min_sentences, n] from `seed`; the caption itself when
+  it has at most min_sentences sentences."""
+  sentences = [s for s in caption.split(".") if s]
+  if len(sentences) <= min_sentences:
+    return caption
+  keep = int(np.random.default_rng(seed).integers(min_sentences, len(sentences) + 1))
+  return ".".join(sentences[:keep]) + "."
+
+
+def short_variant(caption: str, given: str, seed: int) -> str:
+  """An item's short caption (module docstring): `given` when not empty, else the caption
+  cut after a seeded number of sentences; "" when that leaves the caption whole."""
+  short = given.strip() or drop_sentences(caption, seed)
+  return "" if short == caption else short
 
 
 def read_captions(path: str, media_dir: str) -> list[CaptionedItem]:
@@ -63,9 +100,10 @@ def read_captions(path: str, media_dir: str) -> list[CaptionedItem]:
   for number, row in rows:
     if not isinstance(row, dict) or "media" not in row or "caption" not in row:
       raise ValueError(f"{path}:{number} needs the fields 'media' and 'caption', got {row!r}.")
-    fps = row.get("fps") or 0.0  # optional per-row field of the caption file
+    fps = row.get("fps") or 0.0  # optional per-row fields of the caption file
     items.append(CaptionedItem(os.path.join(media_dir, str(row["media"])),
-                               str(row["caption"] or ""), float(fps)))
+                               str(row["caption"] or ""), float(fps),
+                               str(row.get("short_caption") or "")))
   if not items:
     raise ValueError(f"caption file {path!r} holds no items.")
   return items
@@ -139,8 +177,8 @@ def bucket_media(frames: np.ndarray, fps: float, data: ml_collections.ConfigDict
 
 
 class CaptionFileReader:
-  """The items of a caption file: `read(i)` -> (frames uint8 [N, H, W, 3], fps, caption, id);
-  SkipItem when unreadable; `ident(i)` names item i in logs."""
+  """The items of a caption file: `read(i)` -> ReadItem; SkipItem when unreadable; `ident(i)`
+  names item i in logs."""
 
   def __init__(self, captions: str, media_dir: str):
     self.items = read_captions(captions, media_dir)
@@ -152,18 +190,20 @@ class CaptionFileReader:
   def ident(self, index: int) -> str:
     return self.items[index].media
 
-  def read(self, index: int) -> tuple[np.ndarray, float, str, str]:
+  def read(self, index: int) -> ReadItem:
     item = self.items[index]
-    return (*load_media(item), item.caption, item.media)
+    return ReadItem(*load_media(item), item.caption, item.short_caption, item.media)
 
 
 class TfdsCaptionReader:
   """A catalogued tfds data set with a media feature (an image [H, W, 3] or a video
   [N, H, W, 3]) and a caption feature (a string, or a sequence of them: the first is used, e.g.
-  coco_captions' captions/text)."""
+  coco_captions' captions/text), and optionally a short-caption feature."""
 
-  def __init__(self, data_source, name: str, split: str, media_key: str, caption_key: str):
+  def __init__(self, data_source, name: str, split: str, media_key: str, caption_key: str,
+               short_caption_key: str = ""):
     self.source, self.media_key, self.caption_key = data_source, media_key, caption_key
+    self.short_caption_key = short_caption_key
     self.description = f"tfds:{name}/{split}"
 
   def __len__(self) -> int:
@@ -173,23 +213,29 @@ class TfdsCaptionReader:
     for part in key.split("/"):
       if part not in element:
         raise KeyError(f"{self.description} elements have no feature {key!r} (features: "
-                       f"{sorted(element)}); set --media_key / --caption_key.")
+                       f"{sorted(element)}); set --media_key / --caption_key / "
+                       "--short_caption_key.")
       element = element[part]
     return element
 
   def ident(self, index: int) -> str:
     return f"{self.description}[{index}]"
 
-  def read(self, index: int) -> tuple[np.ndarray, float, str, str]:
+  def _text(self, element, key: str) -> str:
+    text = self._field(element, key)
+    if not isinstance(text, (str, bytes)) and len(np.shape(text)) > 0:
+      text = text[0] if len(text) else ""
+    return text.decode("utf-8") if isinstance(text, bytes) else str(text)
+
+  def read(self, index: int) -> ReadItem:
     ident = self.ident(index)
     element = self.source[index]
     media = np.asarray(self._field(element, self.media_key))
-    caption = self._field(element, self.caption_key)
-    if not isinstance(caption, (str, bytes)) and len(np.shape(caption)) > 0:
-      caption = caption[0] if len(caption) else ""
-    caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
+    caption = self._text(element, self.caption_key)
+    short = self._text(element, self.short_caption_key) if self.short_caption_key else ""
     try:
       frames = media[None] if media.ndim == 3 else media
-      return np.stack([images.to_uint8_rgb(f, ident) for f in frames]), 0.0, caption, ident
+      return ReadItem(np.stack([images.to_uint8_rgb(f, ident) for f in frames]), 0.0, caption,
+                      short, ident)
     except images.ImageDecodeError as e:
       raise SkipItem(str(e)) from e

@@ -9,12 +9,16 @@ grn_jax/data/captioned_shards.py.
       --media_dir=/data/clips --captions=/data/clips/captions.jsonl --out=/data/clips_prepared
 
 Media get the bucket of grn_jax/data/captioned_media.py (aspect template at config.data.pixels,
-duration buckets for videos). The items are cut into shards of --examples_per_shard; process i of
-n (jax.process_index / process_count) writes a contiguous block of them. A complete shard (its
-metadata is written last) is kept on a rerun with the same flags, so the command is resumable.
-Unreadable media, empty captions and clips too short for the buckets are skipped, logged and
-counted (in the shard metadata and the summary); more than --max_skipped skips in one process
-stop the run (the media are probably not what the caption file names).
+duration buckets for videos). With --short_captions (the default) every item whose caption has a
+short variant (the caption file's `short_caption`, a tfds --short_caption_key, or the caption cut
+after a seeded number of sentences: captioned_media.py) stores that variant's umT5 features too,
+for training's config.corruption.short_caption_prob. The items are cut into shards of
+--examples_per_shard; process i of n (jax.process_index / process_count) writes a contiguous
+block of them. A complete shard (its metadata is written last) is kept on a rerun with the same
+flags, so the command is resumable. Unreadable media, empty captions and clips too short for the
+buckets are skipped, logged and counted (in the shard metadata and the summary); more than
+--max_skipped skips in one process stop the run (the media are probably not what the caption
+file names).
 """
 
 import dataclasses
@@ -54,6 +58,7 @@ class Plan:
   max_duration: float
   tokenizer: str
   text_encoder: str
+  short_captions: bool = True
 
 
 def make_media_encoder(module, params, hbq_rounds: int) -> MediaEncoder:
@@ -84,7 +89,8 @@ def prepare(reader, out: str, *, data,
             process_index: int = 0, process_count: int = 1, max_skipped: int = 100
             ) -> dict:
   """Writes this process's shards (see the module docstring); returns its summary
-  {'written', 'shards_written', 'shards_already_done', 'skipped': [(media, reason)]}.
+  {'written', 'short_captions' (of those written), 'shards_written', 'shards_already_done',
+  'skipped': [(media, reason)]}.
 
   Args:
     reader: captioned_media.CaptionFileReader or TfdsCaptionReader (`len`, `read(i)`,
@@ -96,7 +102,8 @@ def prepare(reader, out: str, *, data,
   if plan.num_items != len(reader):
     raise ValueError(f"the plan names {plan.num_items} items, the reader has {len(reader)}.")
   ranges = tokenize_dataset.shard_ranges(len(reader), plan.examples_per_shard)
-  summary = dict(written=0, shards_written=[], shards_already_done=[], skipped=[])
+  summary = dict(written=0, short_captions=0, shards_written=[], shards_already_done=[],
+                 skipped=[])
   for shard in tokenize_dataset.assign_shards(len(ranges), process_index, process_count):
     path = os.path.join(out, label_shards.shard_filename(shard, len(ranges),
                                                          captioned_shards.PREFIX))
@@ -107,11 +114,13 @@ def prepare(reader, out: str, *, data,
     for index in range(*ranges[shard]):
       ident = reader.ident(index)
       try:
-        frames, fps, caption, ident = reader.read(index)
+        frames, fps, caption, short, ident = reader.read(index)
         if not caption.strip():
           raise captioned_media.SkipItem("empty caption")
         frames, h_div_w = captioned_media.bucket_media(frames, fps, data)
-        examples.append(dict(labels=encode_media(frames), h_div_w=h_div_w, caption=caption))
+        short = captioned_media.short_variant(caption, short, index) if plan.short_captions else ""
+        examples.append(dict(labels=encode_media(frames), h_div_w=h_div_w, caption=caption,
+                             short_caption=short))
       except captioned_media.SkipItem as e:
         logging.warning("skipping %s: %s", ident, e)
         skipped.append((ident, str(e)))
@@ -122,6 +131,10 @@ def prepare(reader, out: str, *, data,
               f"e.g. {summary['skipped'][:3]}: check --media_dir against the caption file.") from e
     for example, features in zip(examples, prompt_features([e["caption"] for e in examples])):
       example["features"] = features
+    with_short = [e for e in examples if e["short_caption"]]
+    for example, features in zip(with_short,
+                                 prompt_features([e["short_caption"] for e in with_short])):
+      example["short_features"] = features
     if examples:
       label_dim, text_dim = examples[0]["labels"].shape[-1], examples[0]["features"].shape[-1]
     else:
@@ -129,6 +142,7 @@ def prepare(reader, out: str, *, data,
     captioned_shards.write_shard(path, examples, text_dim=text_dim, label_dim=label_dim,
                                  source=plan.captions, skipped=skipped)
     summary["written"] += len(examples)
+    summary["short_captions"] += len(with_short)
     summary["shards_written"].append(shard)
   return summary
 
@@ -146,6 +160,10 @@ def define_flags() -> None:
   flags.DEFINE_string("tfds_data_dir", "", "tfds data_dir.")
   flags.DEFINE_string("media_key", "image", "tfds feature of the image / video.")
   flags.DEFINE_string("caption_key", "caption", "tfds feature of the caption ('a/b' nests).")
+  flags.DEFINE_string("short_caption_key", "", "tfds feature of a short caption (optional).")
+  flags.DEFINE_bool("short_captions", True, "Store each item's short caption's features too "
+                    "(the caption file's short_caption, else its first sentences): "
+                    "config.corruption.short_caption_prob trains on them.")
   flags.DEFINE_string("out", None, "Output directory of the shards.")
   flags.DEFINE_integer("examples_per_shard", 1024, "Examples per shard.")
   flags.DEFINE_integer("max_skipped", 1000, "Stop when one process skips more items.")
@@ -171,20 +189,23 @@ def main(argv: Sequence[str]) -> None:
     source = sources.tfds_source(FLAGS.tfds_name, FLAGS.split, FLAGS.tfds_data_dir,
                                  folder_option="--captions and --media_dir")
     reader = captioned_media.TfdsCaptionReader(source, FLAGS.tfds_name, FLAGS.split,
-                                               FLAGS.media_key, FLAGS.caption_key)
+                                               FLAGS.media_key, FLAGS.caption_key,
+                                               FLAGS.short_caption_key)
   module, params = tokenizer_io.load_tokenizer(config.tokenizer, seed=config.seed)
   prompts = text_encoder.PromptEncoder.from_config(config.text_encoder)
   plan = Plan(captions=reader.description, num_items=len(reader),
               examples_per_shard=FLAGS.examples_per_shard, pixels=config.data.pixels,
               max_duration=float(config.data.max_duration),
               tokenizer=os.path.abspath(config.tokenizer.checkpoint),
-              text_encoder=os.path.abspath(config.text_encoder.checkpoint))
+              text_encoder=os.path.abspath(config.text_encoder.checkpoint),
+              short_captions=FLAGS.short_captions)
   summary = prepare(reader, FLAGS.out, data=config.data,
                     encode_media=make_media_encoder(module, params, config.model.hbq_rounds),
                     prompt_features=make_prompt_features(prompts), plan=plan,
                     process_index=jax.process_index(), process_count=jax.process_count(),
                     max_skipped=FLAGS.max_skipped)
-  print(f"process {jax.process_index()}: {summary['written']} examples in shards "
+  print(f"process {jax.process_index()}: {summary['written']} examples "
+        f"({summary['short_captions']} with a short caption) in shards "
         f"{summary['shards_written']} (already complete: {summary['shards_already_done']}); "
         f"{len(summary['skipped'])} skipped"
         + "".join(f"\n  {m}: {r}" for m, r in summary["skipped"]))

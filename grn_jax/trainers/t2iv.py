@@ -11,8 +11,9 @@ One step on a batch of packed rows (grn_jax/data/packing.py, grn_jax/data/captio
               NOMINAL ratio, not the realised one) is the example's scale token
   image-to-video (ours): with probability p_first_frame a video keeps every bit of its latent
               frame 0 and takes no loss there (the conditioning of the sampler's image-to-video)
-  captions    dropped to the empty prompt with probability caption_drop_prob (on the host, when
-              the row is packed)
+  captions    dropped to the empty prompt with probability caption_drop_prob, else replaced by
+              the example's short caption (where the data has one) with probability
+              short_caption_prob (on the host, when the row is packed)
   loss        CE over the 2 classes of every bit, averaged over the bits of a token, then over
               the example's visual tokens (scale token and kept frame 0 excluded), then over the
               examples of the global batch with equal weight (`packed_loss`)
@@ -52,7 +53,7 @@ DATA_FIELDS = ("source", "data_dir", "pixels", "video_fps", "duration_step", "mi
 DATA_SOURCES = ("shards", "arrays")
 PACKING_FIELDS = ("visual_tokens", "text_tokens", "max_samples")
 CORRUPTION_FIELDS = ("keep_logit_mean", "keep_logit_std", "keep_shift", "caption_drop_prob",
-                     "p_first_frame")
+                     "short_caption_prob", "p_first_frame")
 # Every official no-decay name (pos_embed, scale_tokens, class_tokens, gamma, beta) is a tensor
 # of rank <= 1 or absent here; rank <= 1 and biases are never decayed (state.py).
 PARAM_GROUPS = state_lib.ParamGroups(frozen=(), no_decay=("bias",))
@@ -84,7 +85,7 @@ def validate_config(config: ml_collections.ConfigDict, extra_sections: Sequence[
     raise ValueError(f"config.model.latent_dim={config.model.latent_dim} must equal "
                      f"config.tokenizer.latent_dim={config.tokenizer.latent_dim}.")
   c = config.corruption
-  for name in ("caption_drop_prob", "p_first_frame"):
+  for name in ("caption_drop_prob", "short_caption_prob", "p_first_frame"):
     if not 0.0 <= c[name] <= 1.0:
       raise ValueError(f"config.corruption.{name} must lie in [0, 1], got {c[name]}.")
   if c.keep_shift <= 0:
@@ -248,7 +249,8 @@ class T2IVTask:
                        "with the model's text encoder.")
     return captioned.make_packed_iterator(
         source, self.spec, seed=self.config.seed, global_batch=self.config.train.global_batch_size,
-        drop_prob=self.config.corruption.caption_drop_prob, rows=rows,
+        drop_prob=self.config.corruption.caption_drop_prob,
+        short_prob=self.config.corruption.short_caption_prob, rows=rows,
         num_workers=data.num_workers)
 
   def make_prepare(self, mesh: jax.sharding.Mesh, shardings: dict[str, Any]

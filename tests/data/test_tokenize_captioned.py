@@ -27,12 +27,16 @@ def _write_media(root):
   frames = [Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)) for i in range(2)]
   frames[0].save(root / "short.gif", save_all=True, append_images=frames[1:], duration=100)
   (root / "broken.png").write_bytes(b"not a png")
-  rows = [("wide.png", "a wide picture"), ("square.png", "a square one"),
+  # Short captions: given (square.png), cut after a seeded number of sentences (wide.png; its
+  # seed, the item's index 0, keeps 7 of 8), none (the clip's single sentence).
+  rows = [("wide.png", "A wide picture. Of noise. In colour. At random. Small. Odd. Flat. Still."),
+          ("square.png", "a square one", "square"),
           ("clip", "a clip getting brighter"), ("short.gif", "a gif"), ("broken.png", "broken"),
           ("missing.png", "gone"), ("square.png", "  ")]
   with open(root / "captions.jsonl", "w") as f:
-    for media, caption in rows:
-      f.write(json.dumps({"media": media, "caption": caption}) + "\n")
+    for media, caption, *short in rows:
+      f.write(json.dumps({"media": media, "caption": caption, **(
+          {"short_caption": short[0]} if short else {})}) + "\n")
 
 
 def _fake_media(frames):
@@ -81,6 +85,7 @@ def prepared(tmp_path_factory):
 def test_shards_hold_the_tokenizer_labels_and_the_prompt_features(prepared):
   summary, config = prepared["summary"], prepared["config"]
   assert summary["written"] == 3 and summary["shards_written"] == [0, 1, 2]
+  assert summary["short_captions"] == 2
   reasons = dict(summary["skipped"])
   assert len(summary["skipped"]) == 4
   assert "shorter than one duration step" in reasons[str(prepared["root"] / "short.gif")]
@@ -98,6 +103,14 @@ def test_shards_hold_the_tokenizer_labels_and_the_prompt_features(prepared):
     np.testing.assert_array_equal(got["labels"], prepared["encode"](frames))
     np.testing.assert_allclose(got["features"], _fake_prompts([item.caption])[0], rtol=1e-2,
                                atol=1e-2)  # bfloat16
+    short = {0: "A wide picture. Of noise. In colour. At random. Small. Odd. Flat.",
+             1: "square"}.get(i)
+    assert (short or "") == captioned_media.short_variant(item.caption, item.short_caption, i)
+    if short is None:
+      assert "short_features" not in got
+    else:
+      np.testing.assert_allclose(got["short_features"], _fake_prompts([short])[0], rtol=1e-2,
+                                 atol=1e-2)
   # Buckets: 30 x 40 -> the 3:4 template at 0.06M; the 11-frame clip -> 9 frames, 3 latent.
   assert source[0]["labels"].shape[0] == 1 and source[2]["labels"].shape[0] == 3
   assert captioned_media.bucket_media(np.zeros((1, 30, 40, 3), np.uint8), 0,
@@ -105,7 +118,7 @@ def test_shards_hold_the_tokenizer_labels_and_the_prompt_features(prepared):
   visual, text = source.lengths()
   np.testing.assert_array_equal(visual, [packing.visual_length(source[i]["labels"].shape)
                                          for i in range(3)])
-  np.testing.assert_array_equal(text, [len(source[i]["features"]) for i in range(3)])
+  np.testing.assert_array_equal(text, [len(source[i]["features"]) for i in range(3)])  # longer
 
 
 def test_rerun_resumes_and_a_changed_plan_or_too_many_skips_fail(prepared):
@@ -159,9 +172,16 @@ def test_tfds_reader_takes_the_media_and_first_caption(prepared):
                "captions": {"text": np.array([], object)}},
               {"image": np.zeros((20, 30, 2), np.uint8), "captions": {"text": [b"odd"]}}]
   reader = captioned_media.TfdsCaptionReader(elements, "toy", "train", "image", "captions/text")
-  frames, fps, caption, ident = reader.read(0)
+  frames, fps, caption, short, ident = reader.read(0)
   assert frames.shape == (1, 20, 30, 3) and caption == "two dogs" and ident == "tfds:toy/train[0]"
-  assert reader.read(1)[0].shape == (5, 20, 30, 3) and reader.read(1)[2] == ""
+  assert short == "" and fps == 0.0
+  assert reader.read(1).frames.shape == (5, 20, 30, 3) and reader.read(1).caption == ""
+  elements[0]["short"] = b"dogs"
+  assert captioned_media.TfdsCaptionReader(elements, "toy", "train", "image", "captions/text",
+                                           "short").read(0).short_caption == "dogs"
+  with pytest.raises(KeyError, match="no feature 'short'.*--short_caption_key"):
+    captioned_media.TfdsCaptionReader(elements, "toy", "train", "image", "captions/text",
+                                      "short").read(1)
   with pytest.raises(captioned_media.SkipItem, match="not an RGB uint8 image"):
     reader.read(2)
   with pytest.raises(KeyError, match="no feature 'caption'.*--caption_key"):

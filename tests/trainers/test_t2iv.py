@@ -23,7 +23,8 @@ FRAME0 = grn_t2iv.FRAME_OFFSET
 
 
 def tiny_examples(num: int = 40, seed: int = 0) -> captioned.CaptionedArrays:
-  """Images (1 x 4 x 4 tokens) and videos (3 x 2 x 3) with captions of 2..7 tokens."""
+  """Images (1 x 4 x 4 tokens) and videos (3 x 2 x 3) with captions of 2..7 tokens; every other
+  one has a short caption of 1..3 tokens too (config.corruption.short_caption_prob)."""
   rng = np.random.default_rng(seed)
   cfg = t2iv_configs.model_config("tiny")
   d, text_dim = cfg.hbq_rounds * cfg.latent_dim, cfg.text_dim
@@ -33,7 +34,11 @@ def tiny_examples(num: int = 40, seed: int = 0) -> captioned.CaptionedArrays:
     examples.append(dict(labels=rng.integers(0, 2, shape + (d,)).astype(np.uint8),
                          features=rng.standard_normal((2 + i % 6, text_dim)).astype(np.float32),
                          h_div_w=1.0 if i % 3 else 0.75))
-  return captioned.CaptionedArrays(examples, rng.standard_normal((1, text_dim)))
+  null = rng.standard_normal((1, text_dim))
+  short = np.random.default_rng(seed + 1)
+  for i, example in enumerate(examples[1::2]):
+    example["short_features"] = short.standard_normal((1 + i % 3, text_dim)).astype(np.float32)
+  return captioned.CaptionedArrays(examples, null)
 
 
 def tiny_config(**mesh):
@@ -168,8 +173,15 @@ def test_bad_configs_and_data_name_the_field():
     t2iv.validate_config(config)
   data = tiny_examples(2)
   bad = dict(data[0], features=np.zeros((3, 16), np.float32))
-  with pytest.raises(ValueError, match=r"example 1: text features must be .*\[length >= 1, 32\]"):
+  with pytest.raises(ValueError, match=r"example 1: features must be .*\[length >= 1, 32\]"):
     captioned.CaptionedArrays([data[0], bad], data.null_features)
+  bad = dict(data[0], short_features=np.zeros((0, 32), np.float32))
+  with pytest.raises(ValueError, match=r"example 0: short_features must be .*\[length >= 1, 32"):
+    captioned.CaptionedArrays([bad], data.null_features)
+  config = tiny_config()
+  config.corruption.short_caption_prob = -0.1
+  with pytest.raises(ValueError, match="config.corruption.short_caption_prob must lie in"):
+    t2iv.validate_config(config)
   bad = dict(data[0], labels=data[0]["labels"] * 3)
   with pytest.raises(ValueError, match="labels must be bits"):
     captioned.CaptionedArrays([bad], data.null_features)
