@@ -5,9 +5,10 @@ import os
 
 # XLA's cheap CPU backend (as grn_jax/random_init.py uses for init programs): the tests' programs
 # are tiny, and full LLVM optimisation was most of their CPU time; what they compute is the same
-# to float rounding. Command lines that the tests start with XLA_FLAGS="" get the defaults.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+# to float rounding. Command lines that the tests start get them from the `cheap_xla_flags`
+# fixture (on one device unless they add the device count).
+CHEAP_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {CHEAP_XLA_FLAGS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["GRN_JAX_COMPILATION_CACHE"] = "off"
@@ -44,6 +45,12 @@ def offline_hub(monkeypatch):
   fake.snapshot_download = failing("snapshot_download")
   monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
   return calls
+
+
+@pytest.fixture(scope="session")
+def cheap_xla_flags() -> str:
+  """XLA_FLAGS for the command lines tests start: the cheap CPU backend, one device."""
+  return CHEAP_XLA_FLAGS
 
 
 @pytest.fixture

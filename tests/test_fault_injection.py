@@ -33,9 +33,9 @@ SAMPLE_FLAGS = ("--mode=sample", "--config.tokenizer.random_init=True",
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, cheap_xla_flags):
   return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-          "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {cheap_xla_flags}",
           "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
 

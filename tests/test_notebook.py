@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.xdist_group("c2i_demo")
-def test_notebook_runs_on_the_demo_fallback(tmp_path, monkeypatch, c2i_demo_run):
+def test_notebook_runs_on_the_demo_fallback(tmp_path, monkeypatch, c2i_demo_run, cheap_xla_flags):
   # The notebook reuses a trained digits demo in WORK/demo (as a Colab user's second run does):
   # the test-size demo that tests/demo/test_run.py checks, so it is trained once.
   _, demo_dir, _ = c2i_demo_run
@@ -25,7 +25,7 @@ def test_notebook_runs_on_the_demo_fallback(tmp_path, monkeypatch, c2i_demo_run)
   monkeypatch.setenv("GRN_COLAB_WORKDIR", str(tmp_path))
   monkeypatch.setenv("GRN_COLAB_DEMO_CONFIG", "size=test")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setenv("XLA_FLAGS", "")   # one CPU device, as in Colab
+  monkeypatch.setenv("XLA_FLAGS", cheap_xla_flags)   # one CPU device, as in Colab
   monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
   nb = nbformat.read(ROOT / "notebooks" / "grn_colab.ipynb", as_version=4)
   client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",

@@ -28,8 +28,8 @@ def tiny_config(task, **sample):
   return config
 
 
-def test_command_line_prompt_to_image(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+def test_command_line_prompt_to_image(tmp_path, cheap_xla_flags):
+  env = dict(os.environ, XLA_FLAGS=cheap_xla_flags, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   args = [sys.executable, "-m", "grn_jax.main", "--mode=t2i", f"--workdir={tmp_path}",
           "--config=configs/t2iv.py:variant=tiny,task=t2i", "--prompt=a red fox in the snow",
           *(f"--config.sample.{k}={v}" for k, v in SMALL.items())]
