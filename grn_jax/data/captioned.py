@@ -76,12 +76,11 @@ def check_example(example: dict[str, Any], text_dim: int, where: str) -> None:
   if labels.size and labels.max() > 1:
     raise ValueError(f"{where}: labels must be bits (0 or 1), got a {labels.max()}; use the "
                      "'bit' label mode.")
-  for name in ("features", "short_features"):
-    if name == "features" or name in example:
-      features = np.asarray(example[name])
-      if features.ndim != 2 or features.shape[-1] != text_dim or not len(features):
-        raise ValueError(f"{where}: {name} must be float [length >= 1, {text_dim}] (the null "
-                         f"prompt's text_dim), got {features.shape}.")
+  for name in ("features", "short_features")[:1 + ("short_features" in example)]:
+    features = np.asarray(example[name])
+    if features.ndim != 2 or features.shape[-1] != text_dim or not len(features):
+      raise ValueError(f"{where}: {name} must be float [length >= 1, {text_dim}] (the null "
+                       f"prompt's text_dim), got {features.shape}.")
   if not float(example["h_div_w"]) > 0:
     raise ValueError(f"{where}: h_div_w must be > 0, got {example['h_div_w']}.")
 

@@ -129,12 +129,12 @@ def prepare(reader, out: str, *, data,
           raise TooManySkipped(
               f"{len(summary['skipped'])} items skipped (more than --max_skipped={max_skipped}), "
               f"e.g. {summary['skipped'][:3]}: check --media_dir against the caption file.") from e
-    for example, features in zip(examples, prompt_features([e["caption"] for e in examples])):
-      example["features"] = features
+    # One encoder call per shard for the captions and the short captions together.
     with_short = [e for e in examples if e["short_caption"]]
-    for example, features in zip(with_short,
-                                 prompt_features([e["short_caption"] for e in with_short])):
-      example["short_features"] = features
+    slots = [(e, "features") for e in examples] + [(e, "short_features") for e in with_short]
+    texts = [e["caption"] for e in examples] + [e["short_caption"] for e in with_short]
+    for (example, key), features in zip(slots, prompt_features(texts) if texts else []):
+      example[key] = features
     if examples:
       label_dim, text_dim = examples[0]["labels"].shape[-1], examples[0]["features"].shape[-1]
     else:
