@@ -135,6 +135,25 @@ def with_fillers(text: str, rng: np.random.Generator, prob: float, max_words: in
   return " ".join(words)
 
 
+def drop_words(text: str, rng: np.random.Generator, prob: float) -> str:
+  """`text` with, with probability `prob`, each word that names neither the digit nor the
+  direction dropped with probability 1/2 ("the digit 7 moves left" -> "7 moves left", "digit 7
+  left", ...): the digit then also comes first, or next to words no phrasing puts it next to."""
+  if not 0.0 <= prob <= 1.0:
+    raise ValueError(f"word-drop probability must be in [0, 1], got {prob}.")
+  if rng.random() >= prob:
+    return text
+  words = text.split(" ")
+  keep = rng.random(len(words)) >= 0.5
+  named = [_names_digit_or_direction(w) for w in words]
+  return " ".join(w for w, k, n in zip(words, keep, named) if k or n)
+
+
+def _names_digit_or_direction(word: str) -> bool:
+  token = word.strip(",.:;").lower()
+  return token in DIGIT_WORDS or token in DIRECTIONS or (len(token) == 1 and token.isdigit())
+
+
 def vocabulary(texts: Sequence[str]) -> list[str]:
   """The sorted distinct lower-case words and punctuation marks of `texts` (word_tokens)."""
   return sorted({token for text in texts for token in word_tokens(text)})

@@ -3,7 +3,9 @@
   1. data       scikit-learn digits at demo.digit_size sliding across a demo.image_size canvas
                 over 9 frames (grn_jax/demo/motion.py), each digit in demo.captions_per_clip
                 directions; captions in the TRAIN motion phrasings ("a three moving to the
-                left"); the last demo.i2v_images digits are held out of training
+                left"), some with words other than the digit and direction dropped
+                (demo.drop_prob) and filler words added (demo.filler_prob); the last
+                demo.i2v_images digits are held out of training
   2. tokenizer  the tokenizer task on the clips (causal video tokenizer, 9 frames -> 3 latent
                 frames) -> workdir/tokenizer
   3. labels     HBQ bits of every clip -> workdir/clips_bits.npz
@@ -121,7 +123,9 @@ def run_t2v_demo(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   strokes = captions.stroke_attributes(gray, classes)[rows]
   options = captions.captions(captions.MOTION_TRAIN, classes[rows], strokes, directions)
   fillers = np.random.default_rng([config.seed, 1])
-  texts = [captions.with_fillers(row[k], fillers, demo.filler_prob)
+  drops = np.random.default_rng([config.seed, 2])   # its own stream, as the fillers'
+  texts = [captions.with_fillers(captions.drop_words(row[k], drops, demo.drop_prob), fillers,
+                                 demo.filler_prob)
            for row, k in zip(options, rng.integers(0, len(captions.MOTION_TRAIN), len(options)))]
   prompts, named, moves = motion_prompts(demo.per_direction, config.seed + 1)
   say(f"[1/8] data: {len(clips)} clips {media.shape[1:]} (e.g. {texts[0]!r}), "

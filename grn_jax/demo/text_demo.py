@@ -40,7 +40,7 @@ COMMON_DEMO_FIELDS = ("sample_params", "filler_prob")
 DEMO_FIELDS = {
     "t2i": ("image_size", "captions_per_image", "per_digit", "grid_per_digit", "evaluate"),
     "t2v": ("image_size", "digit_size", "captions_per_clip", "per_direction", "gif_frame_ms",
-            "i2v_images", "evaluate"),
+            "i2v_images", "drop_prob", "evaluate"),
 }
 
 
@@ -85,8 +85,9 @@ def validate_config(config: ml_collections.ConfigDict, demo_fields: Sequence[str
                      f"be 'arrays', got {config.data.source!r}.")
   if config.demo.image_size % 16:
     raise ValueError(f"config.demo.image_size={config.demo.image_size} must be a multiple of 16.")
-  if not 0.0 <= config.demo.filler_prob <= 1.0:
-    raise ValueError(f"config.demo.filler_prob must be in [0, 1], got {config.demo.filler_prob}.")
+  for field in ("filler_prob", "drop_prob"):
+    if field in config.demo and not 0.0 <= config.demo[field] <= 1.0:
+      raise ValueError(f"config.demo.{field} must be in [0, 1], got {config.demo[field]}.")
   which = config.demo.sample_params
   if which != "params" and not (which.startswith("ema_") and
                                 int(which[4:]) < len(config.train.ema_decays)):
@@ -215,8 +216,6 @@ def grn_stage(config, workdir: str, dataset: captioned.CaptionedArrays, tag: str
     state = loop.fit(run, workdir, dataset=dataset, hooks=[bar]).raise_if_stopped(workdir)
   finally:
     bar.close()
-  if not 0.0 <= config.demo.filler_prob <= 1.0:
-    raise ValueError(f"config.demo.filler_prob must be in [0, 1], got {config.demo.filler_prob}.")
   which = config.demo.sample_params
   params = state.params if which == "params" else state.ema_params[int(which[4:])]
   params = jax.device_get(params)

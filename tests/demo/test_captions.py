@@ -103,3 +103,22 @@ def test_fillers_are_inserted_words_no_phrasing_uses():
   assert captions.with_fillers(text, rng, 0.0) == text
   with pytest.raises(ValueError, match="filler probability"):
     captions.with_fillers(text, rng, 1.5)
+
+
+def test_dropped_words_keep_the_digit_and_the_direction():
+  text = "the digit 7 moves left"
+  rng = np.random.default_rng(0)
+  out = [captions.drop_words(text, rng, 0.5) for _ in range(400)]
+  changed = [o for o in out if o != text]
+  assert 120 < len(changed) < 200      # half of them try, 1/8 of those keep all three words
+  for o in out:
+    words = o.split(" ")
+    assert "7" in words and "left" in words
+    assert words == [w for w in text.split(" ") if w in words]   # order kept
+  assert "7 left" in out and any(o.startswith("7 ") for o in changed)
+  assert captions.drop_words("number seven, thin stroke going up", rng, 1.0).split(" ")[-1] == "up"
+  again = np.random.default_rng(0)
+  assert [captions.drop_words(text, again, 0.5) for _ in range(400)] == out   # seeded
+  assert captions.drop_words(text, rng, 0.0) == text
+  with pytest.raises(ValueError, match="word-drop probability"):
+    captions.drop_words(text, rng, 2.0)

@@ -97,3 +97,7 @@ def test_demo_configs_are_valid_and_bad_fields_are_named():
       grn_main.validate_config(config)
     with pytest.raises(ValueError, match="size must be"):
       module.get_config("size=big")
+  config = demo_t2v.get_config("size=test")
+  config.demo.drop_prob = 1.5
+  with pytest.raises(ValueError, match="config.demo.drop_prob"):
+    grn_main.validate_config(config)
